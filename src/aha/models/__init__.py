@@ -1,0 +1,1 @@
+"""Policy, reference and tokenizer loading; the embedded tiny base model."""

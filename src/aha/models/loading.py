@@ -1,0 +1,57 @@
+"""Load the policy and tokenizer: any Hugging Face causal-LM directory, or the embedded base model
+(built once by `aha pretrain` and cached under $AHA_HOME, default ~/.cache/aha)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from aha import __version__
+from aha.config import PretrainConfig, TaskConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Bump when the corpus or the tokenizer changes, so stale cached base models are not reused.
+EMBEDDED_FORMAT = 1
+
+
+def embedded_base_dir(pretrain: PretrainConfig, task: TaskConfig) -> Path:
+    """Where the embedded base for these settings lives; the name hashes every setting that shapes it."""
+    key = json.dumps(
+        {"pretrain": dataclasses.asdict(pretrain), "task": dataclasses.asdict(task), "format": EMBEDDED_FORMAT},
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    home = Path(os.environ.get("AHA_HOME", Path.home() / ".cache" / "aha"))
+    return home / "base" / f"{task.name}-{digest}"
+
+
+def is_complete_model_dir(path: Path) -> bool:
+    return (path / "config.json").exists() and any(path.glob("*.safetensors")) and (path / "tokenizer.json").exists()
+
+
+def load_model_dir(path: str | Path, dtype: str = "float32"):
+    """Policy + tokenizer from an HF directory, made ready for left-padded batched sampling."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:  # many base models ship without one; EOS is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
+    return model, tokenizer
+
+
+def stop_token_ids(tokenizer) -> tuple[int, ...]:
+    """Stop on `</answer>` when the tokenizer has it as one token (the embedded one does). Other
+    tokenizers stop on EOS, and text after `</answer>` costs the format reward."""
+    ids = tokenizer.encode("</answer>", add_special_tokens=False)
+    return tuple(ids) if len(ids) == 1 else ()

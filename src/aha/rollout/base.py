@@ -1,0 +1,47 @@
+"""The rollout contract every engine keeps (checked by one shared test suite)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 64
+    temperature: float = 1.0  # 0 = greedy
+    top_p: float = 1.0
+    stop_token_ids: tuple[int, ...] = ()  # besides EOS; e.g. the id of "</answer>"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Completion:
+    prompt_index: int  # which prompt of the call this sample continues
+    ids: list[int]  # generated token ids, the stop token included
+    logprobs: list[float]  # log π(token) at the sampling temperature, one per id
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop token) or "length"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class RolloutEngine(ABC):
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> list[Completion]:
+        """`n` samples per prompt, returned grouped: prompt 0's n samples first, then prompt 1's, …"""
+
+    def load_weights(self, state_dict) -> None:
+        """Bring the engine's copy of the policy up to date (on-policy sync). Engines that share the
+        training module (the torch engine) have nothing to do."""

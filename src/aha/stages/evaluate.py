@@ -1,0 +1,62 @@
+"""Evaluation as the paper does it: k samples per problem at T=0.6, top-p 0.95; pass@1 is the mean
+correctness over all samples, cons@k the majority vote, pass@k the unbiased estimator."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from aha.algo.passk import majority_vote, pass_at_k
+from aha.rewards import combine
+from aha.rollout.base import RolloutEngine, SamplingParams
+from aha.tasks.base import Problem, Task
+from aha.template import build_prompt, parse_response
+
+
+@dataclass
+class EvalResult:
+    pass_at_1: float
+    cons_at_k: float
+    pass_at_k: float
+    k: int
+    problems: int
+    format_rate: float
+    response_length_mean: float
+    tokens_generated: int
+    seconds: float
+    completions: list  # (problem, [Completion]) for the report and reflection statistics
+
+    def to_json(self) -> dict:
+        return {f"pass@1": self.pass_at_1, f"cons@{self.k}": self.cons_at_k, f"pass@{self.k}": self.pass_at_k,
+                "k": self.k, "problems": self.problems, "format_rate": self.format_rate,
+                "response_length_mean": self.response_length_mean, "tokens_generated": self.tokens_generated,
+                "seconds": self.seconds}
+
+
+def evaluate(engine: RolloutEngine, tokenizer, task: Task, problems: list[Problem], k: int,
+             params: SamplingParams) -> EvalResult:
+    start = time.time()
+    prompts = [tokenizer(build_prompt(p.question))["input_ids"] for p in problems]
+    completions = engine.generate(prompts, params, n=k)
+    grouped = [completions[i * k : (i + 1) * k] for i in range(len(problems))]
+    correct_counts, votes_right, formats, lengths = [], [], [], []
+    for problem, group in zip(problems, grouped):
+        texts = [c.text for c in group]
+        scored = combine({"accuracy": 1.0, "format": 1.0}, texts, problems=[problem] * k, task=task,
+                         truncated=[c.truncated for c in group])
+        accuracy = scored.components["accuracy"]
+        correct_counts.append(int(sum(accuracy)))
+        formats += scored.components["format"]
+        lengths += [len(c.ids) for c in group]
+        voted = majority_vote([parse_response(t).answer for t in texts])
+        votes_right.append(task.verify(voted, problem)[0] if voted is not None else 0.0)
+    return EvalResult(
+        pass_at_1=float(np.sum(correct_counts) / (k * len(problems))),
+        cons_at_k=float(np.mean(votes_right)),
+        pass_at_k=float(np.mean([pass_at_k(k, c, k) for c in correct_counts])),
+        k=k, problems=len(problems), format_rate=float(np.mean(formats)),
+        response_length_mean=float(np.mean(lengths)), tokens_generated=int(np.sum(lengths)),
+        seconds=time.time() - start, completions=list(zip(problems, grouped)),
+    )

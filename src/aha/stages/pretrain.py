@@ -1,0 +1,116 @@
+"""Build the embedded *base* model: next-token training on a synthetic corpus of task problems
+with traces of mixed style and quality (direct guesses, single passes, occasional self-checks).
+
+The corpus decides what RL can find later: the base must *sometimes* check itself (so GRPO has a
+behaviour to amplify) and must usually answer directly with the error-prone first guess (so checking
+pays). See `aha.tasks.division` for why its first guess cannot be trained away.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from aha.config import PretrainConfig
+from aha.models.tiny import TinyShape, count_parameters, tiny_qwen2
+from aha.models.tokenizer import train_tokenizer
+from aha.tasks.base import Task
+from aha.template import build_prompt
+
+
+def build_corpus(task: Task, documents: int, seed: int, facts_share: float = 0.0) -> list[str]:
+    """Documents of two kinds: a problem in the R1-Zero template with a trace completion, and (a
+    `facts_share` of them) plain lines of the facts the traces use — the "general knowledge" a real
+    base model would bring from its own pretraining."""
+    rng = random.Random(seed)
+    n_facts = round(documents * facts_share)
+    problems = task.problems("train", documents - n_facts, seed)
+    corpus = []
+    for problem in problems:
+        completion = task.corpus_document(problem, rng)
+        if completion is None:
+            raise ValueError(f"task {task.name!r} has no synthetic traces; pretrain needs a synthetic task")
+        corpus.append(build_prompt(problem.question) + completion)
+    facts = [task.corpus_facts(rng) for _ in range(n_facts)]
+    corpus += [f for f in facts if f]
+    rng.shuffle(corpus)
+    return corpus
+
+
+def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None) -> dict:
+    """Train the tiny base model and save it (model + tokenizer) as an HF directory in `out_dir`.
+    `on_step(step, total, loss)` reports progress. Returns the run's stats (also in pretrain.json)."""
+    start = time.time()
+    torch.manual_seed(cfg.seed)
+    corpus = build_corpus(task, cfg.documents, cfg.seed, cfg.facts_share)
+    tokenizer = train_tokenizer(corpus[:20_000], cfg.vocab_size)
+    shape = TinyShape(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, kv_heads=cfg.kv_heads, mlp=cfg.mlp)
+    model = tiny_qwen2(tokenizer, shape, cfg.seed)
+    eos = tokenizer.eos_token_id
+    docs = [tokenizer(text)["input_ids"] + [eos] for text in corpus]
+    total_steps = cfg.epochs * math.ceil(len(docs) / cfg.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(cfg.warmup_steps, total_steps))
+    # Summed token loss over a constant: a per-batch token mean re-weights documents by the length of
+    # their batch-mates, which skewed the prototype's base toward short (direct) answers.
+    norm = cfg.batch_size * 24
+    rng = random.Random(cfg.seed)
+    model.train()
+    step, tokens_trained = 0, 0
+    for _ in range(cfg.epochs):
+        # Plain shuffled batches. Length-bucketed ones (less padding) group documents of one trace
+        # style together, and in our one trial of them the base came out far worse.
+        order = list(range(len(docs)))
+        rng.shuffle(order)
+        for first in range(0, len(order), cfg.batch_size):
+            batch = [docs[i] for i in order[first : first + cfg.batch_size]]
+            ids, mask = _right_pad(batch, tokenizer.pad_token_id)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
+            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100, reduction="sum"
+            ) / norm
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            tokens_trained += int(mask.sum())
+            if on_step is not None:
+                on_step(step, total_steps, loss.item() * norm / max(int(mask[:, 1:].sum()), 1))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    n_params = count_parameters(model)
+    stats = {
+        "documents": len(docs), "steps": step, "tokens_trained": tokens_trained, "parameters": n_params,
+        "flops": 6 * n_params * tokens_trained, "wall_seconds": time.time() - start,
+    }
+    (out_dir / "pretrain.json").write_text(json.dumps(stats, indent=2))
+    return stats
+
+
+def _right_pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(d) for d in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, doc in enumerate(batch):
+        ids[row, : len(doc)] = torch.tensor(doc)
+        mask[row, : len(doc)] = 1
+    return ids, mask
+
+
+def _warmup_cosine(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor

@@ -1,0 +1,126 @@
+"""`aha zero`: the R1-Zero miniature end to end — base model (built once, then cached), held-out
+evaluation of the base, GRPO with a live progress bar, final evaluation, summary and report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from aha import runs
+from aha.config import ZeroConfig
+from aha.models.loading import embedded_base_dir, is_complete_model_dir
+from aha.stages import grpo
+from aha.observe.report import write_report
+from aha.stages.evaluate import evaluate
+from aha.tasks import get_task
+
+
+def ensure_base_model(cfg: ZeroConfig, console: Console) -> Path:
+    """The HF directory of the model RL starts from; builds the embedded base when not cached."""
+    if cfg.model.path != "embedded":
+        return Path(cfg.model.path)
+    target = embedded_base_dir(cfg.pretrain, cfg.task)
+    if is_complete_model_dir(target):
+        console.print(f"[dim]base model: cached at {target}[/dim]")
+        return target
+    from aha.stages.pretrain import pretrain
+
+    console.print(f"building the embedded base model (once; cached at {target})")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    with _progress(console, enabled=True) as bar:
+        job = bar.add_task("pretrain", total=None, info="")
+        stats = pretrain(cfg.pretrain, get_task(cfg.task.name, **cfg.task.options), tmp,
+                         on_step=lambda s, total, loss: bar.update(job, completed=s, total=total,
+                                                                   info=f"loss {loss:.3f}"))
+    os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+    console.print(f"base model built: {stats['parameters']:,} parameters, {stats['tokens_trained']:,} tokens, "
+                  f"{stats['wall_seconds']:.0f} s")
+    return target
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not enabled, transient=False,
+    )
+
+
+def train(t: grpo.Trainer, console: Console) -> dict:
+    """Run (or continue) the GRPO loop to `grpo.steps`; Ctrl-C saves a checkpoint first."""
+    cfg, e = t.cfg, t.cfg.eval
+    session_start = time.time()
+    seconds_before = t.state["seconds"]
+    if t.state["base_accuracy"] is None:
+        console.print(f"evaluating the base model: {e.problems} held-out problems × {e.k} samples "
+                      f"(T={e.temperature}, top-p {e.top_p})")
+        base = evaluate(t.engine, t.tokenizer, t.task, grpo.held_out(t, e.problems), e.k, grpo.eval_params(t, 1))
+        t.ledger.add("eval", seconds=base.seconds, tokens_generated=base.tokens_generated)
+        t.state["base_accuracy"] = base.pass_at_1
+        t.state["base_eval"] = base.to_json()
+        console.print(f"base pass@1 {base.pass_at_1:.3f}  (format {base.format_rate:.2f}, "
+                      f"{base.response_length_mean:.1f} tokens)")
+    try:
+        with _progress(console, cfg.run.progress) as bar:
+            job = bar.add_task("GRPO", total=cfg.grpo.steps, completed=t.state["step"], info="")
+            for step in range(t.state["step"] + 1, cfg.grpo.steps + 1):
+                row, samples = grpo.run_step(t, step)
+                if e.every and step % e.every == 0 and step < cfg.grpo.steps:
+                    during = evaluate(t.engine, t.tokenizer, t.task, grpo.held_out(t, e.during_problems), 1,
+                                      grpo.eval_params(t, 2))
+                    row["eval/accuracy"] = during.pass_at_1
+                    t.ledger.add("eval", seconds=during.seconds, tokens_generated=during.tokens_generated)
+                verdict = t.monitor.check(row)
+                row.update(verdict.flags)
+                for warning in verdict.warnings:
+                    bar.console.print(f"[yellow]warning:[/yellow] {warning}")
+                t.state["step"] = step
+                t.state["seconds"] = seconds_before + time.time() - session_start
+                t.state["tokens_generated"] += row["tokens_generated"]
+                t.state["tokens_trained"] += row["tokens_trained"]
+                runs.append_jsonl(t.run_dir / "metrics.jsonl", [row])
+                runs.append_jsonl(t.run_dir / "samples.jsonl", samples)
+                if step % cfg.run.save_every == 0:
+                    grpo.save(t)
+                bar.update(job, completed=step, info=_progress_info(row))
+    except KeyboardInterrupt:
+        grpo.save(t)
+        console.print(f"\ninterrupted: checkpoint saved at step {t.state['step']}; "
+                      f"continue with `aha zero --resume {t.run_dir}`")
+        raise
+    return finish(t, console, seconds_before, session_start)
+
+
+def _progress_info(row: dict) -> str:
+    seconds = row["seconds/rollout"] + row["seconds/reward"] + row["seconds/update"]
+    return (f"reward {row['reward']:.2f}  acc {row['accuracy']:.2f}  len {row['response_length_mean']:.1f}  "
+            f"reflect {row['reflection_rate']:.2f}  {row['tokens_generated'] / max(seconds, 1e-9):,.0f} tok/s")
+
+
+def finish(t: grpo.Trainer, console: Console, seconds_before: float, session_start: float) -> dict:
+    e = t.cfg.eval
+    final = evaluate(t.engine, t.tokenizer, t.task, grpo.held_out(t, e.problems), e.k, grpo.eval_params(t, 1))
+    t.ledger.add("eval", seconds=final.seconds, tokens_generated=final.tokens_generated)
+    if not runs.latest_checkpoint(t.run_dir) or runs.latest_checkpoint(t.run_dir).name != f"checkpoint-{t.state['step']}":
+        grpo.save(t)
+    t.state["seconds"] = seconds_before + time.time() - session_start
+    summary = {
+        "base_accuracy": t.state["base_accuracy"],
+        "final_accuracy": final.pass_at_1,
+        "base_eval": t.state["base_eval"],
+        "final_eval": final.to_json(),
+        "steps": t.state["step"],
+        "wall_seconds": t.state["seconds"],
+        "tokens_generated": t.state["tokens_generated"],
+        "tokens_trained": t.state["tokens_trained"],
+        "parameters": grpo.n_parameters(t),
+        "cost": t.ledger.to_dict(),
+    }
+    runs.write_json(t.run_dir / "summary.json", summary)
+    report = write_report([t.run_dir])
+    console.print(f"report: {report}")
+    return summary

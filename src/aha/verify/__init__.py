@@ -1,0 +1,1 @@
+"""Verifiers shared by tasks: bounded-time process pool and math answer equivalence."""
