@@ -39,7 +39,7 @@ def _find_recipe(name: str) -> Path:
 
 
 def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/bold red] {err}")
+    console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -192,6 +192,12 @@ def _coerce(hint, value, key: str):
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept any spelling float() accepts.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected float, got str {value!r}") from None
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
             try:
