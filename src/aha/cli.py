@@ -89,6 +89,7 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 @app.command()
 def pretrain(
     args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …] (pretrain.* and task.*)"),
+    rebuild: bool = typer.Option(False, "--rebuild", help="build it even if a cached or shipped copy exists"),
 ):
     """Build (or find cached) the embedded tiny base model and print its directory."""
     from aha.stages.zero import ensure_base_model
@@ -98,7 +99,7 @@ def pretrain(
         cfg = load_config(ZeroConfig, recipe, overrides)
     except (ConfigError, KeyError, ValueError) as err:
         _fail(err)
-    console.print(str(ensure_base_model(cfg, console)))
+    console.print(str(ensure_base_model(cfg, console, rebuild=rebuild)))
 
 
 @app.command("eval")

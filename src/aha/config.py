@@ -43,7 +43,7 @@ class PretrainConfig:
     """How the embedded base model is built (ignored when model.path is an HF directory)."""
 
     documents: int = 60_000  # corpus size: problems with traces, plus fact lines
-    facts_share: float = 0.3  # share of documents that are plain fact lines (products, comparisons)
+    facts_share: float = 0.0  # share of documents that are plain fact lines (products, comparisons)
     epochs: int = 1
     batch_size: int = 64
     lr: float = 2e-3
@@ -65,7 +65,7 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    engine: str = "torch"  # torch | vllm
+    engine: str = "torch"  # torch (vllm: planned)
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 64

@@ -31,6 +31,15 @@ def embedded_base_dir(pretrain: PretrainConfig, task: TaskConfig) -> Path:
     return home / "base" / f"{task.name}-{digest}"
 
 
+def shipped_base_dir(pretrain: PretrainConfig, task: TaskConfig) -> Path | None:
+    """The copy of the default embedded base that ships inside the package (built by `aha pretrain`
+    with the default settings), or None when these settings differ from the shipped ones."""
+    from importlib import resources
+
+    candidate = Path(str(resources.files("aha") / "models" / "embedded" / embedded_base_dir(pretrain, task).name))
+    return candidate if is_complete_model_dir(candidate) else None
+
+
 def is_complete_model_dir(path: Path) -> bool:
     return (path / "config.json").exists() and any(path.glob("*.safetensors")) and (path / "tokenizer.json").exists()
 

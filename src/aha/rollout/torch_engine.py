@@ -1,7 +1,13 @@
-"""Batched sampling on any torch device, through the model's own forward and KV cache.
+"""Batched sampling on any torch device, through a KV cache.
 
-Each prompt is prefilled once; its cache is then repeated for its n samples. Finished sequences
-leave the batch, so late steps only pay for the samples still running.
+Each prompt is prefilled once; its cache is then repeated for its n samples. Tokens, log-probs and
+the alive set stay tensors on the device: the per-token loop does no Python work per row. Finished
+rows leave the batch once enough of them have finished to pay for the cache copy (until then they
+decode on, and what they produce is masked out).
+
+Two backends share that loop: a lean static-cache forward for plain Qwen2/Llama modules
+(`lean_qwen2`, measured ≈ 2× the module's own forward at rollout shapes on CPU), and the module's
+own forward with a transformers `DynamicCache` for every other architecture.
 """
 
 from __future__ import annotations
@@ -9,77 +15,131 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from aha.rollout import lean_qwen2
 from aha.rollout.base import Completion, RolloutEngine, SamplingParams
+
+# Compact the batch when at least this share of its rows has finished: a compaction copies the
+# whole cache, a decode step of a dead row costs ~2·N FLOPs, so dropping each finished row at once
+# (as before) spent more on copies than it saved once many rows finish at different steps.
+COMPACT_SHARE = 0.125
 
 
 class TorchEngine(RolloutEngine):
-    def __init__(self, model, tokenizer, max_batch: int = 256):
+    def __init__(self, model, tokenizer, max_batch: int = 256, lean: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch  # samples decoded together; bounds memory
+        # None = use the lean forward whenever the architecture allows it.
+        self.lean = lean_qwen2.supports(model) if lean is None else lean
+        if self.lean and not lean_qwen2.supports(model):
+            raise ValueError(f"lean decoding supports {lean_qwen2.SUPPORTED_TYPES} with default RoPE only")
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> list[Completion]:
         per_chunk = max(1, self.max_batch // n)
         generator = torch.Generator(device="cpu").manual_seed(params.seed)
+        was_training = self.model.training
+        self.model.eval()
         out: list[Completion] = []
-        for start in range(0, len(prompts), per_chunk):
-            out += self._generate_chunk(prompts[start : start + per_chunk], params, n, start, generator)
+        try:
+            for start in range(0, len(prompts), per_chunk):
+                out += self._generate_chunk(prompts[start : start + per_chunk], params, n, start, generator)
+        finally:
+            self.model.train(was_training)
         return out
 
     def _generate_chunk(self, prompts, params: SamplingParams, n: int, offset: int, generator) -> list[Completion]:
-        was_training = self.model.training
-        self.model.eval()
         device = next(self.model.parameters()).device
         ids, mask = _left_pad(prompts, self.tokenizer.pad_token_id, device)  # (B, P)
-        cache = DynamicCache()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
-        ).logits[:, -1]  # (B, V)
-        # Share each prompt's prefill across its n samples.
-        cache.batch_repeat_interleave(n)
-        logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)  # (B*n, ·)
-        next_pos = positions[:, -1].repeat_interleave(n) + 1  # (B*n,)
-        total = logits.shape[0]
-        alive = torch.arange(total, device=device)  # rows of the full batch still decoding
-        tokens = torch.full((total, params.max_new_tokens), -1, dtype=torch.long)
-        logps = torch.zeros((total, params.max_new_tokens))
-        finished = torch.zeros(total, dtype=torch.bool)
-        stops = torch.tensor([self.tokenizer.eos_token_id, *params.stop_token_ids], device=device)
-        for t in range(params.max_new_tokens):
+        backend = _LeanBackend(self.model) if self.lean else _ModuleBackend(self.model)
+        logits = backend.prefill(ids, mask, n, params.max_new_tokens)  # (B·n, V)
+        total, steps = logits.shape[0], params.max_new_tokens
+        rows = torch.arange(total, device=device)  # batch row -> output row
+        live = torch.ones(total, dtype=torch.bool, device=device)
+        tokens = torch.full((total, steps), -1, dtype=torch.long, device=device)  # -1 = not generated
+        logps = torch.zeros((total, steps), device=device)
+        eos = self.tokenizer.eos_token_id
+        stops = torch.tensor([t for t in (eos, *params.stop_token_ids) if t is not None], device=device)
+        for t in range(steps):
             token, logp = _sample(logits, params, generator)  # (A,), (A,)
-            tokens[alive.cpu(), t] = token.cpu()
-            logps[alive.cpu(), t] = logp.float().cpu()
-            done = torch.isin(token, stops)
-            finished[alive[done].cpu()] = True
-            if t == params.max_new_tokens - 1 or bool(done.all()):
+            tokens[rows, t] = torch.where(live, token, -1)
+            logps[rows, t] = torch.where(live, logp.float(), 0.0)
+            live = live & ~torch.isin(token, stops)
+            n_live = int(live.sum())
+            if n_live == 0 or t == steps - 1:
                 break
-            keep = (~done).nonzero().squeeze(-1)
-            if len(keep) < len(alive):  # finished samples leave the batch
-                cache.batch_select_indices(keep)
-                alive, token, mask, next_pos = alive[keep], token[keep], mask[keep], next_pos[keep]
-            mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
-            logits = self.model(
-                input_ids=token[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                past_key_values=cache, use_cache=True,
-            ).logits[:, -1]
-            next_pos = next_pos + 1
-        self.model.train(was_training)
-        return [self._completion(i, tokens[i], logps[i], bool(finished[i]), n, offset) for i in range(total)]
+            if len(rows) - n_live >= max(1, int(len(rows) * COMPACT_SHARE)):  # finished rows leave
+                keep = live.nonzero().squeeze(-1)
+                backend.select(keep)
+                rows, live, token = rows[keep], live[keep], token[keep]
+            logits = backend.step(token)
+        lengths = (tokens >= 0).sum(-1)
+        last = tokens.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(-1)
+        finished = torch.isin(last, stops) & (lengths > 0)
+        return [
+            self._completion(i, ids_, lp, done, n, offset)
+            for i, (ids_, lp, done) in enumerate(zip(_rows(tokens, lengths), _rows(logps, lengths), finished.tolist()))
+        ]
 
-    def _completion(self, row: int, tokens, logps, finished: bool, n: int, offset: int) -> Completion:
-        length = int((tokens >= 0).sum())
-        ids = tokens[:length].tolist()
+    def _completion(self, row: int, ids: list[int], logps: list[float], finished: bool, n: int, offset: int):
         # Decode without the final EOS, but keep a stop token like </answer> in the text.
         text_ids = ids[:-1] if finished and ids and ids[-1] == self.tokenizer.eos_token_id else ids
         return Completion(
             prompt_index=offset + row // n,
             ids=ids,
-            logprobs=logps[:length].tolist(),
+            logprobs=logps,
             text=self.tokenizer.decode(text_ids, skip_special_tokens=False),
             finish_reason="stop" if finished else "length",
         )
+
+
+def _rows(values: torch.Tensor, lengths: torch.Tensor) -> list[list]:
+    # One host transfer for the whole batch, not one per row.
+    return [row[:length] for row, length in zip(values.tolist(), lengths.tolist())]
+
+
+class _LeanBackend:
+    def __init__(self, model):
+        self.decoder = lean_qwen2.LeanDecoder(model)
+
+    def prefill(self, ids, mask, n: int, max_new: int):
+        return self.decoder.prefill(ids, mask, n, max_new)
+
+    def step(self, token):
+        return self.decoder.step(token)
+
+    def select(self, keep):
+        self.decoder.select(keep)
+
+
+class _ModuleBackend:
+    """The module's own forward and a transformers DynamicCache: any causal LM."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def prefill(self, ids, mask, n: int, max_new: int):
+        self.cache = DynamicCache()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                            past_key_values=self.cache, use_cache=True).logits[:, -1]  # (B, V)
+        self.cache.batch_repeat_interleave(n)  # share each prompt's prefill across its n samples
+        # The whole attention mask up front; each step uses one more column of it.
+        self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], max_new)], dim=1).repeat_interleave(n, 0)
+        self.width = ids.shape[1]
+        self.next_pos = positions[:, -1].repeat_interleave(n) + 1  # (B·n,)
+        return logits.repeat_interleave(n, 0)
+
+    def step(self, token):
+        self.width += 1
+        logits = self.model(input_ids=token[:, None], attention_mask=self.mask[:, : self.width],
+                            position_ids=self.next_pos[:, None], past_key_values=self.cache, use_cache=True).logits
+        self.next_pos = self.next_pos + 1
+        return logits[:, -1]
+
+    def select(self, keep):
+        self.cache.batch_select_indices(keep)
+        self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,5 +168,10 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> tuple[to
         drop = sorted_p.cumsum(-1) - sorted_p >= params.top_p
         sorted_p = sorted_p.masked_fill(drop, 0.0)
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
-    token = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+    # Inverse-CDF draw: one cumsum and a binary search per row; torch.multinomial costs ~7× more on
+    # CPU at rollout shapes (64 × 640: 0.95 vs 0.13 ms a step, 1 thread). Unnormalised mass is fine:
+    # u is scaled by each row's total, which also absorbs what top-p removed.
+    cdf = probs.cumsum(-1)  # (A, V)
+    u = torch.rand((cdf.shape[0], 1), generator=generator).to(cdf.device) * cdf[:, -1:]
+    token = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     return token, logp_all.gather(-1, token[:, None]).squeeze(-1)

@@ -3,11 +3,15 @@ micro-batches whose losses add up to the full-batch loss."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 
 from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs
+
+# Causal LMs whose logits are exactly lm_head(last_hidden_state): the completion-only head applies.
+FAST_HEAD_TYPES = ("qwen2", "llama", "qwen3", "mistral")
 
 
 @dataclass
@@ -46,11 +50,24 @@ def _collate(batch: RolloutBatch, rows: list[int], pad_id: int, device):
     return ids.to(device), attn.to(device), starts.to(device), tokens.to(device), mask.to(device), old.to(device)
 
 
-def _completion_logits(model, ids, attn, starts, comp_width: int):
+def completion_logits_plain(model, ids, attn, starts, comp_width: int):
+    """Reference path: the full (N, T, V) logits, then the completion rows picked out."""
     logits = model(input_ids=ids, attention_mask=attn).logits  # (N, T, V)
-    index = starts[:, None] + torch.arange(comp_width, device=ids.device)[None, :]  # (N, Tc)
-    index = index.clamp(max=logits.shape[1] - 1)
+    index = (starts[:, None] + torch.arange(comp_width, device=ids.device)[None, :]).clamp(max=logits.shape[1] - 1)
     return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1]))  # (N, Tc, V)
+
+
+def _completion_logits(model, ids, attn, starts, comp_width: int):
+    """Logits only where a completion token is predicted: the decoder's hidden states are gathered
+    first (N, Tc, C) and only those go through the LM head, so prompt positions never pay the
+    vocabulary projection and no (N, T, V) tensor is built and then gathered. Only for architectures
+    whose head is a plain linear on the last hidden state (no logit scaling or soft-capping)."""
+    if getattr(model.config, "model_type", None) not in FAST_HEAD_TYPES:
+        return completion_logits_plain(model, ids, attn, starts, comp_width)
+    hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state  # (N, T, C)
+    index = (starts[:, None] + torch.arange(comp_width, device=ids.device)[None, :]).clamp(max=hidden.shape[1] - 1)
+    picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))  # (N, Tc, C)
+    return model.lm_head(picked)  # (N, Tc, V)
 
 
 @torch.no_grad()
@@ -63,13 +80,17 @@ def reference_logprobs(ref_model, batch: RolloutBatch, rows: list[int], pad_id: 
 
 def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_batch_size: int,
                   mu: int, eps_low: float, eps_high: float, beta: float, loss_agg: str, max_len: int,
-                  temperature: float, max_grad_norm: float, ref_model=None) -> dict:
+                  temperature: float, max_grad_norm: float, ref_model=None, timings: dict | None = None) -> dict:
+    """μ optimizer steps on one batch of rollouts; returns the metrics. `timings`, when given, is
+    filled with seconds spent in the reference forward, the loss forward and the backward (+ step)."""
+    clock = _Clock(timings)
     device = next(model.parameters()).device
     n_seqs, n_tokens = len(batch.completion_ids), batch.n_tokens
     # Micro-batches of similar total length waste little compute on padding.
     order = sorted(range(n_seqs), key=lambda i: len(batch.prompt_ids[i]) + len(batch.completion_ids[i]))
     micro = [order[i : i + micro_batch_size] for i in range(0, n_seqs, micro_batch_size)]
     ref = [reference_logprobs(ref_model, batch, rows, pad_id, temperature) for rows in micro] if beta > 0 else None
+    clock.lap("ref")
     model.train()
     stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     for _ in range(mu):
@@ -84,12 +105,29 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
                 per_token = per_token + beta * kl
                 stats["kl"] += float((kl.detach() * mask).sum()) / n_tokens / mu
             loss = agg_loss(per_token, mask, loss_agg, n_seqs, n_tokens, max_len)
+            clock.lap("forward")
             loss.backward()
             with torch.no_grad():
                 stats["loss"] += loss.item() / mu
                 stats["clip_frac"] += float((clipped.float() * mask).sum()) / n_tokens / mu
                 stats["entropy"] += float((entropy_from_logits(logits.detach(), temperature) * mask).sum()) / n_tokens / mu
+            clock.lap("backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         stats["grad_norm"] += float(grad_norm) / mu
         optimizer.step()
+        clock.lap("backward")
     return stats
+
+
+class _Clock:
+    """Adds the seconds since the last lap to `laps[name]`; does nothing without a dict."""
+
+    def __init__(self, laps: dict | None):
+        self.laps, self.last = laps, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.laps is None:
+            return
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.last
+        self.last = now

@@ -13,21 +13,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from aha import runs
 from aha.config import ZeroConfig
-from aha.models.loading import embedded_base_dir, is_complete_model_dir
+from aha.models.loading import embedded_base_dir, is_complete_model_dir, shipped_base_dir
 from aha.stages import grpo
 from aha.observe.report import write_report
 from aha.stages.evaluate import evaluate
 from aha.tasks import get_task
 
 
-def ensure_base_model(cfg: ZeroConfig, console: Console) -> Path:
-    """The HF directory of the model RL starts from; builds the embedded base when not cached."""
+def ensure_base_model(cfg: ZeroConfig, console: Console, rebuild: bool = False) -> Path:
+    """The HF directory of the model RL starts from. For the embedded base: the user's cache, else
+    the copy shipped in the package (default settings only), else build it now (and cache it)."""
     if cfg.model.path != "embedded":
         return Path(cfg.model.path)
     target = embedded_base_dir(cfg.pretrain, cfg.task)
-    if is_complete_model_dir(target):
+    if not rebuild and is_complete_model_dir(target):
         console.print(f"[dim]base model: cached at {target}[/dim]")
         return target
+    shipped = shipped_base_dir(cfg.pretrain, cfg.task)
+    if not rebuild and shipped is not None:
+        console.print(f"[dim]base model: shipped with aha ({shipped.name}); `aha pretrain --rebuild` rebuilds it[/dim]")
+        return shipped
     from aha.stages.pretrain import pretrain
 
     console.print(f"building the embedded base model (once; cached at {target})")
@@ -37,7 +42,9 @@ def ensure_base_model(cfg: ZeroConfig, console: Console) -> Path:
         stats = pretrain(cfg.pretrain, get_task(cfg.task.name, **cfg.task.options), tmp,
                          on_step=lambda s, total, loss: bar.update(job, completed=s, total=total,
                                                                    info=f"loss {loss:.3f}"))
-    os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
     console.print(f"base model built: {stats['parameters']:,} parameters, {stats['tokens_trained']:,} tokens, "
                   f"{stats['wall_seconds']:.0f} s")
     return target

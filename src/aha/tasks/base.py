@@ -36,6 +36,9 @@ class Task(ABC):
     name: ClassVar[str]
     # Markers of a self-check in this task's chains of thought (lower-cased substrings).
     reflection_markers: ClassVar[tuple[str, ...]] = DEFAULT_REFLECTION_MARKERS
+    # True when the prompt asks for the answer outside <answer> tags (R1's "\boxed{}" style): the
+    # accuracy reward then hands the whole completion to `verify`, which extracts it itself.
+    reads_full_completion: bool = False
 
     @abstractmethod
     def problems(self, split: str, n: int, seed: int) -> list[Problem]:
@@ -44,6 +47,10 @@ class Task(ABC):
     @abstractmethod
     def verify(self, answer: str | None, problem: Problem) -> tuple[float, dict]:
         """Reward in [0, 1] for the extracted answer text (None when there was none), and why."""
+
+    def verify_many(self, answers: list[str | None], problems: list[Problem]) -> list[tuple[float, dict]]:
+        """`verify` over a batch; tasks with slow verifiers (math, code) run it in parallel."""
+        return [self.verify(a, p) for a, p in zip(answers, problems)]
 
     def corpus_document(self, problem: Problem, rng: random.Random) -> str | None:
         """A completion (trace + answer, in R1 shape) for pretraining a weak base model, or None

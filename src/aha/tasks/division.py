@@ -76,6 +76,11 @@ class DivisionTask(Task):
         return f" <think>{think}</think> <answer>{final}</answer>"
 
 
+    def is_self_correction(self, row: dict, markers=()) -> bool:
+        """A sample whose check rejected a too-high guess and whose revised answer is right: the
+        division task's own "aha" transcript (used by the report's milestones)."""
+        return bool(row.get("accuracy")) and "too high, wait" in row.get("completion", "")
+
     def corpus_facts(self, rng: random.Random) -> str:
         facts = []
         for _ in range(6):

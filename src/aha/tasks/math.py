@@ -56,6 +56,7 @@ class MathFileTask(Task):
         if test_path is not None:
             self.paths["test"] = Path(test_path)
         self.prompt_style = prompt_style
+        self.reads_full_completion = prompt_style == "r1"  # "put your final answer within \boxed{}"
         self.timeout = timeout
         self._cache: dict[str, list[Problem]] = {}
 

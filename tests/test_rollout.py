@@ -1,0 +1,134 @@
+"""The torch engine's contract, and its fast paths checked against naive generation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from aha.models.loading import load_model_dir, stop_token_ids
+from aha.rollout import SamplingParams
+from aha.rollout.torch_engine import TorchEngine
+from aha.tasks import get_task
+from aha.template import build_prompt
+
+BACKENDS = [True, False]  # lean static-cache forward, the module's own forward + DynamicCache
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir):
+    torch.set_num_threads(1)
+    model, tok = load_model_dir(tiny_model_dir)
+    problems = get_task("division").problems("test", 4, seed=3)
+    prompts = [tok(build_prompt(p.question))["input_ids"] for p in problems]
+    prompts[1] = prompts[1][2:]  # unequal lengths: left padding is exercised
+    return model.eval(), tok, prompts
+
+
+def naive_greedy(model, prompt: list[int], max_new: int, stops: set[int]) -> list[int]:
+    """No cache, no padding: the full sequence through the model for every token."""
+    ids = list(prompt)
+    for _ in range(max_new):
+        with torch.no_grad():
+            nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+        ids.append(nxt)
+        if nxt in stops:
+            break
+    return ids[len(prompt):]
+
+
+@pytest.mark.parametrize("lean", BACKENDS)
+def test_greedy_kv_cache_matches_naive(setup, lean):
+    model, tok, prompts = setup
+    stops = stop_token_ids(tok)
+    engine = TorchEngine(model, tok, lean=lean)
+    out = engine.generate(prompts, SamplingParams(max_new_tokens=40, temperature=0, stop_token_ids=stops), n=2)
+    for c in out:
+        expected = naive_greedy(model, prompts[c.prompt_index], 40, {tok.eos_token_id, *stops})
+        assert c.ids == expected
+
+
+def test_lean_engine_is_the_default_for_qwen2(setup):
+    model, tok, _ = setup
+    assert TorchEngine(model, tok).lean
+
+
+@pytest.mark.parametrize("lean", BACKENDS)
+def test_grouped_ordering_and_shapes(setup, lean):
+    model, tok, prompts = setup
+    out = TorchEngine(model, tok, lean=lean, max_batch=5).generate(prompts, SamplingParams(max_new_tokens=12), n=3)
+    assert [c.prompt_index for c in out] == [i for i in range(len(prompts)) for _ in range(3)]
+    for c in out:
+        assert 1 <= len(c.ids) <= 12 and len(c.logprobs) == len(c.ids)
+        assert all(lp <= 0 for lp in c.logprobs)
+        assert c.finish_reason == ("length" if c.truncated else "stop")
+        assert c.truncated == (len(c.ids) == 12 and c.ids[-1] != tok.eos_token_id)
+
+
+@pytest.mark.parametrize("lean", BACKENDS)
+def test_stop_tokens_end_completions(setup, lean):
+    model, tok, prompts = setup
+    stops = stop_token_ids(tok)
+    assert stops, "the embedded tokenizer has </answer> as one token"
+    ends = {tok.eos_token_id, *stops}
+    params = SamplingParams(max_new_tokens=48, stop_token_ids=stops, seed=1)
+    out = TorchEngine(model, tok, lean=lean).generate(prompts, params, n=8)
+    assert any(c.finish_reason == "stop" for c in out)
+    for c in out:
+        assert not ends & set(c.ids[:-1])  # nothing is generated past a stop
+        assert (c.finish_reason == "stop") == (c.ids[-1] in ends)
+        if c.finish_reason == "stop" and c.ids[-1] != tok.eos_token_id:
+            assert c.text.endswith("</answer>")
+
+
+@pytest.mark.parametrize("lean", BACKENDS)
+def test_same_seed_same_samples(setup, lean):
+    model, tok, prompts = setup
+    engine = TorchEngine(model, tok, lean=lean)
+    a = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=7), n=4)
+    b = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=7), n=4)
+    c = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=8), n=4)
+    assert [x.ids for x in a] == [x.ids for x in b]
+    assert [x.ids for x in a] != [x.ids for x in c]
+
+
+@pytest.mark.parametrize("lean", BACKENDS)
+@pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
+def test_logprobs_equal_a_full_forward(setup, lean, temperature, top_p):
+    model, tok, prompts = setup
+    params = SamplingParams(max_new_tokens=24, temperature=temperature, top_p=top_p, seed=2)
+    for c in TorchEngine(model, tok, lean=lean).generate(prompts, params, n=3):
+        seq = torch.tensor([prompts[c.prompt_index] + c.ids])
+        with torch.no_grad():
+            logits = model(input_ids=seq).logits[0, len(prompts[c.prompt_index]) - 1 : -1]  # (Tc, V)
+        expected = torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(c.ids)[:, None]).squeeze(-1)
+        torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=2e-4, rtol=1e-4)
+
+
+def test_top_p_draws_only_from_the_nucleus(setup):
+    model, tok, prompts = setup
+    params = SamplingParams(max_new_tokens=1, temperature=1.0, top_p=0.5, seed=0)
+    out = TorchEngine(model, tok).generate(prompts[:1], params, n=64)
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=torch.tensor([prompts[0]])).logits[0, -1], -1)
+    p_sorted, order = probs.sort(descending=True)
+    nucleus = set(order[: int((p_sorted.cumsum(0) - p_sorted < 0.5).sum())].tolist())
+    assert {c.ids[0] for c in out} <= nucleus
+
+
+def test_samples_follow_the_model_distribution(setup):
+    # The inverse-CDF sampler must draw tokens in proportion to their probability.
+    model, tok, prompts = setup
+    params = SamplingParams(max_new_tokens=1, temperature=1.5, seed=0)
+    out = TorchEngine(model, tok, max_batch=4096).generate(prompts[:1], params, n=4000)
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=torch.tensor([prompts[0]])).logits[0, -1] / 1.5, -1)
+    counts = torch.bincount(torch.tensor([c.ids[0] for c in out]), minlength=probs.numel()).float() / len(out)
+    assert (counts - probs).abs().max() < 0.03
+
+
+def test_restores_training_mode(setup):
+    model, tok, prompts = setup
+    model.train()
+    TorchEngine(model, tok).generate(prompts[:1], SamplingParams(max_new_tokens=2))
+    assert model.training
+    model.eval()
