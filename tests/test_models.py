@@ -34,6 +34,18 @@ def test_template_text_and_tags_are_single_tokens():
     assert rendered == build_prompt("645 // 86")
 
 
+def test_reloaded_tokenizer_splits_text_as_in_training(tiny_model_dir):
+    """Regression: AutoTokenizer on a qwen2 model directory swaps in Qwen2's pre-tokenizer, which
+    splits ' // ' differently from the tokenizer the model was trained with."""
+    from aha.models.loading import load_tokenizer
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json"))
+    loaded = load_tokenizer(tiny_model_dir)
+    for doc in build_corpus(get_task("division"), 200, 3):
+        assert loaded(doc)["input_ids"] == raw.encode(doc).ids
+
+
 def test_tokenizer_is_deterministic():
     assert make_tokenizer().get_vocab() == make_tokenizer().get_vocab()
 

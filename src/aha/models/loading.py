@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from aha import __version__
 from aha.config import PretrainConfig, TaskConfig
@@ -51,12 +51,27 @@ def load_model_dir(path: str | Path, dtype: str = "float32"):
         raise FileNotFoundError(f"{path}: not a Hugging Face model directory (no config.json)")
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:  # many base models ship without one; EOS is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype])
     return model, tokenizer
+
+
+def load_tokenizer(path: Path):
+    """The tokenizer exactly as its tokenizer.json defines it.
+
+    transformers 5 maps a directory's model type to a tokenizer class (qwen2 → Qwen2Tokenizer) and
+    that class rebuilds the pre-tokenizer with its own regex when tokenizer_config.json names only the
+    generic backend — silently changing how a custom tokenizer (the embedded one) splits text, so a
+    model would be served other token ids than it was trained on. Generic configs therefore load
+    through the generic class; named ones (e.g. a real Qwen2.5 checkpoint) through AutoTokenizer."""
+    config_file = path / "tokenizer_config.json"
+    declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.exists() else None
+    if declared in (None, "TokenizersBackend", "PreTrainedTokenizerFast") and (path / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
 
 
 def stop_token_ids(tokenizer) -> tuple[int, ...]:
