@@ -29,6 +29,8 @@ test-all: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/verify_speed.py
+	$(BIN)/python bench/limits.py --threads 1
+	$(BIN)/python bench/vs_trl.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -42,7 +42,7 @@ class ModelConfig:
 class PretrainConfig:
     """How the embedded base model is built (ignored when model.path is an HF directory)."""
 
-    documents: int = 60_000  # corpus size: problems with traces, plus fact lines
+    documents: int = 160_000  # corpus size: problems with traces (plus fact lines, if facts_share > 0)
     facts_share: float = 0.0  # share of documents that are plain fact lines (products, comparisons)
     epochs: int = 1
     batch_size: int = 64
