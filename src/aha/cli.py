@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aha import runs as runs_module
 from aha.config import ConfigError, ZeroConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -38,6 +39,14 @@ def _find_recipe(name: str) -> Path:
     raise ConfigError(f"recipe {name!r} not found: not a file, nor a bundled recipe ({', '.join(names)})")
 
 
+def _quiet_transformers() -> None:
+    # Keep the console for aha's own progress bars: no per-file "Loading weights" bars.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
     raise typer.Exit(2)
@@ -51,6 +60,7 @@ def zero(
     """R1-Zero: GRPO from a base model with rule rewards only (defaults: the laptop miniature)."""
     from aha.stages import grpo, zero as zero_stage
 
+    _quiet_transformers()
     try:
         if resume is not None:
             if not (resume / "config.yaml").exists():
@@ -80,10 +90,15 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
                   f"{summary['base_accuracy']:.3f} → [bold]{summary['final_accuracy']:.3f}[/bold]")
     table.add_row("response length, tokens (base → final)",
                   f"{summary['base_eval']['response_length_mean']:.1f} → {summary['final_eval']['response_length_mean']:.1f}")
+    rows = runs_module.read_jsonl(run_dir / "metrics.jsonl")
+    if rows:
+        tenth = max(1, len(rows) // 10)
+        first, last = (sum(r["reflection_rate"] for r in part) / len(part) for part in (rows[:tenth], rows[-tenth:]))
+        table.add_row("reflection rate (first → last 10% of steps)", f"{first:.2f} → {last:.2f}")
     table.add_row("steps / wall seconds", f"{summary['steps']} / {summary['wall_seconds']:.0f}")
     table.add_row("tokens generated / trained", f"{summary['tokens_generated']:,} / {summary['tokens_trained']:,}")
     console.print(table)
-    console.print(f"files: {run_dir}/summary.json, metrics.jsonl, samples.jsonl")
+    console.print(f"files: {run_dir}/summary.json, metrics.jsonl, samples.jsonl, report.html")
 
 
 @app.command()

@@ -17,7 +17,7 @@ from aha.config import PretrainConfig, TaskConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Bump when the corpus or the tokenizer changes, so stale cached base models are not reused.
-EMBEDDED_FORMAT = 1
+EMBEDDED_FORMAT = 2  # 2: packed pretraining
 
 
 def embedded_base_dir(pretrain: PretrainConfig, task: TaskConfig) -> Path:

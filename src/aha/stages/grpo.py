@@ -25,7 +25,7 @@ from aha.models.tiny import count_parameters
 from aha.observe.cost import CostLedger, count_params
 from aha.observe.metrics import behaviour_metrics
 from aha.observe.monitors import RunMonitor
-from aha.rewards import combine
+from aha.rewards import combine, get_reward
 from aha.rollout import SamplingParams, make_engine
 from aha.stages.evaluate import evaluate
 from aha.stages.update import RolloutBatch, policy_update
@@ -141,13 +141,17 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
     t.ledger.add("update", seconds=timings["seconds/update"], tokens_trained=batch.n_tokens * g.mu,
                  tokens_forward=scored_by_ref)
 
-    accuracy = scored.components.get("accuracy", [0.0] * len(texts))
+    # Accuracy and format are always logged, weighted or not: a run rewarded on something else
+    # (a user reward, format only) is still judged by whether its answers are right.
+    context = dict(problems=expanded, task=t.task, truncated=truncated)
+    accuracy = scored.components.get("accuracy") or get_reward("accuracy")(texts, **context)
+    formats = scored.components.get("format") or get_reward("format")(texts, **context)
     row = {
         "step": step,
         "reward": float(rewards.mean()),
         **{f"reward/{k}": v for k, v in scored.component_means().items()},
         "accuracy": float(np.mean([a or 0.0 for a in accuracy])),
-        "format": float(np.mean(scored.components["format"])) if "format" in scored.components else float("nan"),
+        "format": float(np.mean(formats)),
         **behaviour_metrics(texts, [len(c.ids) for c in completions], [bool(a) for a in accuracy], truncated,
                             t.task.reflection_markers, rewards=scored.total, group_size=g.group_size),
         **update,
@@ -156,19 +160,19 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
         "tokens_generated": sum(len(c.ids) for c in completions),
         "tokens_trained": batch.n_tokens * g.mu,
     }
-    samples = _pick_samples(completions, expanded, scored, accuracy, step, cfg.run.samples_per_step, g.group_size)
+    samples = _pick_samples(completions, expanded, scored.total, accuracy, formats, step, cfg.run.samples_per_step,
+                            g.group_size)
     return row, samples
 
 
-def _pick_samples(completions, problems, scored, accuracy, step, count, group_size) -> list[dict]:
+def _pick_samples(completions, problems, rewards, accuracy, formats, step, count, group_size) -> list[dict]:
     # One completion from each of the first `count` groups: varied problems, not one group's siblings.
     picked = []
     for i in range(0, len(completions), group_size)[:count]:
         c = completions[i]
         picked.append({
             "step": step, "question": problems[i].question, "reference": problems[i].answer, "completion": c.text,
-            "reward": scored.total[i], "accuracy": accuracy[i],
-            "format": scored.components.get("format", [None] * len(completions))[i],
+            "reward": rewards[i], "accuracy": accuracy[i], "format": formats[i],
             "length": len(c.ids), "truncated": c.truncated,
         })
     return picked

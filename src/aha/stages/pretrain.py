@@ -69,9 +69,8 @@ def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None) -> di
         rng.shuffle(order)
         for first in range(0, len(order), cfg.batch_size):
             batch = [docs[i] for i in order[first : first + cfg.batch_size]]
-            ids, mask = _right_pad(batch, tokenizer.pad_token_id)
-            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            targets = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+            ids, mask, positions, targets = pack_documents(batch, tokenizer.pad_token_id)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100, reduction="sum"
             ) / norm
@@ -81,9 +80,10 @@ def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None) -> di
             optimizer.step()
             scheduler.step()
             step += 1
-            tokens_trained += int(mask.sum())
+            predicted = int((targets != -100).sum())
+            tokens_trained += predicted + len(batch)  # every document token passes forward and backward
             if on_step is not None:
-                on_step(step, total_steps, loss.item() * norm / max(int(mask[:, 1:].sum()), 1))
+                on_step(step, total_steps, loss.item() * norm / max(predicted, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
@@ -96,14 +96,37 @@ def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None) -> di
     return stats
 
 
-def _right_pad(batch: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(d) for d in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, doc in enumerate(batch):
-        ids[row, : len(doc)] = torch.tensor(doc)
-        mask[row, : len(doc)] = 1
-    return ids, mask
+def pack_documents(batch: list[list[int]], pad_id: int, row_tokens: int = 128):
+    """Pack whole documents into rows (first fit, longest first) with a block-diagonal causal mask and
+    positions restarting at 0 per document: exactly the per-document computation, minus the ~40 %
+    of compute that padding each document to the batch's longest one wasted.
+    Returns ids (R, C), a 4-D additive mask (R, 1, C, C), position ids (R, C) and targets (R, C)
+    with -100 wherever no next token of the same document exists."""
+    width = max(row_tokens, max(len(d) for d in batch))
+    rows: list[list[list[int]]] = []
+    for doc in sorted(batch, key=len, reverse=True):
+        row = next((r for r in rows if sum(map(len, r)) + len(doc) <= width), None)
+        if row is None:
+            rows.append([doc])
+        else:
+            row.append(doc)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    targets = torch.full((len(rows), width), -100, dtype=torch.long)
+    allowed = torch.zeros((len(rows), width, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    for r, row in enumerate(rows):
+        start = 0
+        for doc in row:
+            end = start + len(doc)
+            ids[r, start:end] = torch.tensor(doc)
+            positions[r, start:end] = torch.arange(len(doc))
+            targets[r, start : end - 1] = ids[r, start + 1 : end]
+            allowed[r, start:end, start:end] = causal[: len(doc), : len(doc)]
+            start = end
+        allowed[r, start:, start:] = causal[: width - start, : width - start]  # padding sees itself only
+    mask = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))[:, None]
+    return ids, mask, positions, targets
 
 
 def _warmup_cosine(warmup: int, total: int):
