@@ -109,6 +109,7 @@ def pretrain(
     """Build (or find cached) the embedded tiny base model and print its directory."""
     from aha.stages.zero import ensure_base_model
 
+    _quiet_transformers()
     try:
         recipe, overrides = _split_args(args, "zero-tiny")
         cfg = load_config(ZeroConfig, recipe, overrides)

@@ -84,7 +84,7 @@ def train(t: grpo.Trainer, console: Console) -> dict:
                 verdict = t.monitor.check(row)
                 row.update(verdict.flags)
                 for warning in verdict.warnings:
-                    bar.console.print(f"[yellow]warning:[/yellow] {warning}")
+                    bar.console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
                 t.state["step"] = step
                 t.state["seconds"] = seconds_before + time.time() - session_start
                 t.state["tokens_generated"] += row["tokens_generated"]
