@@ -116,8 +116,11 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
     expanded = [problems[c.prompt_index] for c in completions]
     texts = [c.text for c in completions]
     truncated = [c.truncated for c in completions]
+    # The prompt's language, for the language-consistency reward and the mixing metric (R1 §2.3.2).
+    languages = [p.meta.get("language", "en") for p in expanded]
     scored = combine(cfg.rewards, texts, problems=expanded, task=t.task, truncated=truncated,
-                     lengths=[len(c.ids) for c in completions], max_new_tokens=cfg.rollout.max_new_tokens)
+                     lengths=[len(c.ids) for c in completions], max_new_tokens=cfg.rollout.max_new_tokens,
+                     target_language=languages)
     rewards = torch.tensor(scored.total)
     advantages = compute_advantages(g.advantage, rewards, g.group_size)
     timings["seconds/reward"] = time.time() - clock
@@ -153,7 +156,8 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
         "accuracy": float(np.mean([a or 0.0 for a in accuracy])),
         "format": float(np.mean(formats)),
         **behaviour_metrics(texts, [len(c.ids) for c in completions], [bool(a) for a in accuracy], truncated,
-                            t.task.reflection_markers, rewards=scored.total, group_size=g.group_size),
+                            t.task.reflection_markers, rewards=scored.total, group_size=g.group_size,
+                            languages=languages),
         **update,
         "lr": t.scheduler.get_last_lr()[0],
         **timings,
