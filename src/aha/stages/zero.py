@@ -37,7 +37,7 @@ def ensure_base_model(cfg: ZeroConfig, console: Console, rebuild: bool = False) 
 
     console.print(f"building the embedded base model (once; cached at {target})")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    with _progress(console, enabled=True) as bar:
+    with _progress(console, enabled=cfg.run.progress) as bar:
         job = bar.add_task("pretrain", total=None, info="")
         stats = pretrain(cfg.pretrain, get_task(cfg.task.name, **cfg.task.options), tmp,
                          on_step=lambda s, total, loss: bar.update(job, completed=s, total=total,
