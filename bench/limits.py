@@ -50,13 +50,13 @@ def model_shapes(cfg) -> list[tuple[int, int]]:
 
 def achieved(model_dir: Path, s: C.Settings) -> dict:
     from aha.models.loading import load_model_dir
-    from aha.models.tiny import count_parameters
+    from aha.observe.cost import count_params
     from aha.rollout import SamplingParams
     from aha.rollout.torch_engine import TorchEngine
     from aha.stages.update import RolloutBatch, policy_update
 
     model, tok = load_model_dir(model_dir)
-    n_params = count_parameters(model)
+    n_params = count_params(model, exclude_embeddings=False)
     problems = C.train_problems(s, 1)
     ids = [tok(C.prompt_text(p))["input_ids"] for p in problems]
     engine = TorchEngine(model, C.NoStopTokenizer(tok))

@@ -13,6 +13,10 @@ def test_defaults_and_overrides(tmp_path):
     assert load_config(ZeroConfig, None, ["grpo.lr=1e-3"]).grpo.lr == 0.001  # YAML 1.1 reads this as a string
 
 
+def test_model_shorthand():
+    assert load_config(ZeroConfig, None, ["model=path/to/dir"]).model.path == "path/to/dir"
+
+
 def test_recipe_then_overrides_win(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("grpo:\n  steps: 7\n  beta: 0.5\n")

@@ -188,6 +188,8 @@ def from_dict(cls, data: dict, prefix: str):
 
 def _coerce(hint, value, key: str):
     if dataclasses.is_dataclass(hint):
+        if isinstance(value, str) and hint is ModelConfig:  # `model=path/to/dir` is short for model.path
+            value = {"path": value}
         return from_dict(hint, value, key + ".")
     origin = typing.get_origin(hint)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):

@@ -41,11 +41,3 @@ def tiny_qwen2(tokenizer: PreTrainedTokenizerFast, shape: TinyShape, seed: int) 
     )
     torch.manual_seed(seed)
     return Qwen2ForCausalLM(config)
-
-
-def count_parameters(model: torch.nn.Module, non_embedding: bool = False) -> int:
-    """Parameters the FLOP estimate uses (6·N per trained token, 2·N per generated token)."""
-    total = sum(p.numel() for p in model.parameters())
-    if non_embedding:
-        total -= model.get_input_embeddings().weight.numel()
-    return total

@@ -21,7 +21,6 @@ from aha import runs
 from aha.algo.advantages import compute_advantages
 from aha.config import ZeroConfig, save_config
 from aha.models.loading import load_model_dir, stop_token_ids
-from aha.models.tiny import count_parameters
 from aha.observe.cost import CostLedger, count_params
 from aha.observe.metrics import behaviour_metrics
 from aha.observe.monitors import RunMonitor
@@ -216,4 +215,4 @@ def resume_run(cfg: ZeroConfig, run_dir: Path) -> Trainer:
 
 
 def n_parameters(t: Trainer) -> int:
-    return count_parameters(t.model)
+    return count_params(t.model, exclude_embeddings=False)

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from aha.config import PretrainConfig
-from aha.models.tiny import TinyShape, count_parameters, tiny_qwen2
+from aha.models.tiny import TinyShape, tiny_qwen2
+from aha.observe.cost import count_params
 from aha.models.tokenizer import train_tokenizer
 from aha.tasks.base import Task
 from aha.template import build_prompt
@@ -87,7 +88,7 @@ def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
-    n_params = count_parameters(model)
+    n_params = count_params(model, exclude_embeddings=False)
     stats = {
         "documents": len(docs), "steps": step, "tokens_trained": tokens_trained, "parameters": n_params,
         "flops": 6 * n_params * tokens_trained, "wall_seconds": time.time() - start,

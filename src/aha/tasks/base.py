@@ -63,10 +63,6 @@ class Task(ABC):
         which carry no template and no trace style, so they leave the base's habits untouched."""
         return None
 
-    def reflections(self, think: str) -> int:
-        """How many self-check markers a chain of thought holds."""
-        lowered = think.lower()
-        return sum(lowered.count(m) for m in self.reflection_markers)
 
 
 def in_test_split(key: str, test_share: float = 0.1) -> bool:
