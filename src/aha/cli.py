@@ -137,6 +137,7 @@ def eval_cmd(
     from aha.stages.evaluate import evaluate
     from aha.tasks import get_task
 
+    _quiet_transformers()
     try:
         policy, tokenizer = load_model_dir(model)
         the_task = get_task(task)
