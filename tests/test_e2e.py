@@ -60,6 +60,14 @@ def test_grpo_changes_every_parameter_and_writes_the_run(tmp_path, tiny_model_di
     assert summary["cost"]["phases"]["update"]["tokens_trained"] > 0
     assert (run / "config.yaml").exists() and (run / "report.html").exists()
     assert runs.read_jsonl(run / "samples.jsonl")[0]["completion"]
+    # The other commands read what the run wrote.
+    evaluated = CliRunner().invoke(app, ["eval", str(run / "checkpoint-3"), "--problems", "4", "--k", "2",
+                                         "--max-new-tokens", "16"])
+    assert evaluated.exit_code == 0 and '"pass@1"' in evaluated.output, evaluated.output
+    (run / "report.html").unlink()
+    reported = CliRunner().invoke(app, ["report", str(run)])
+    assert reported.exit_code == 0 and (run / "report.html").exists()
+    assert CliRunner().invoke(app, ["report", str(tmp_path / "nothing-here")]).exit_code == 2
 
 
 def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model_dir):
