@@ -52,7 +52,7 @@ class Trainer:
 
 
 def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | None = None) -> Trainer:
-    torch.set_num_threads(cfg.run.threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(cfg.run.threads or usable_cores())
     torch.manual_seed(cfg.run.seed)
     source = resume_from or model_dir
     model, tokenizer = load_model_dir(source, cfg.model.dtype)
@@ -75,6 +75,12 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
         ref_model.load_state_dict(torch.load(resume_from / "reference" / "weights.pt", weights_only=True))
     return Trainer(cfg, run_dir, model, tokenizer, task, engine, optimizer, scheduler, ref_model,
                    stop_token_ids(tokenizer), state, ledger, RunMonitor())
+
+
+def usable_cores() -> int:
+    # The cores this process may run on (a container or taskset may allow fewer than the machine
+    # has); macOS has no sched_getaffinity.
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _frozen_copy(model):
@@ -135,7 +141,7 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
         max_grad_norm=g.max_grad_norm, ref_model=t.ref_model,
     )
     t.scheduler.step()
-    t.engine.load_weights(None)  # on-policy sync (a no-op for the torch engine, which shares the module)
+    t.engine.load_weights(t.model.state_dict())  # on-policy sync (the torch engine shares the module: no-op)
     if t.ref_model is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
         t.ref_model.load_state_dict(t.model.state_dict())
     timings["seconds/update"] = time.time() - clock
