@@ -64,7 +64,10 @@ def _completion_logits(model, ids, attn, starts, comp_width: int):
     whose head is a plain linear on the last hidden state (no logit scaling or soft-capping)."""
     if getattr(model.config, "model_type", None) not in FAST_HEAD_TYPES:
         return completion_logits_plain(model, ids, attn, starts, comp_width)
-    hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state  # (N, T, C)
+    # Rows are right-padded, so under causal attention no real token ever sees a pad: the mask is
+    # not needed, and without it SDPA takes its causal fast path (-8 % at 140 tokens, -25 % at 520,
+    # forward + backward, 1 thread; outputs on real tokens identical).
+    hidden = model.model(input_ids=ids).last_hidden_state  # (N, T, C)
     index = (starts[:, None] + torch.arange(comp_width, device=ids.device)[None, :]).clamp(max=hidden.shape[1] - 1)
     picked = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))  # (N, Tc, C)
     return model.lm_head(picked)  # (N, Tc, V)
