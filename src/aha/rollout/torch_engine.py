@@ -51,7 +51,8 @@ class TorchEngine(RolloutEngine):
     def _generate_chunk(self, prompts, params: SamplingParams, n: int, offset: int, generator) -> list[Completion]:
         device = next(self.model.parameters()).device
         ids, mask = _left_pad(prompts, self.tokenizer.pad_token_id, device)  # (B, P)
-        backend = _LeanBackend(self.model) if self.lean else _ModuleBackend(self.model)
+        # Both backends offer prefill(ids, mask, n, max_new) / step(token) / select(keep).
+        backend = lean_qwen2.LeanDecoder(self.model) if self.lean else _ModuleBackend(self.model)
         logits = backend.prefill(ids, mask, n, params.max_new_tokens)  # (B·n, V)
         total, steps = logits.shape[0], params.max_new_tokens
         rows = torch.arange(total, device=device)  # batch row -> output row
@@ -96,20 +97,6 @@ class TorchEngine(RolloutEngine):
 def _rows(values: torch.Tensor, lengths: torch.Tensor) -> list[list]:
     # One host transfer for the whole batch, not one per row.
     return [row[:length] for row, length in zip(values.tolist(), lengths.tolist())]
-
-
-class _LeanBackend:
-    def __init__(self, model):
-        self.decoder = lean_qwen2.LeanDecoder(model)
-
-    def prefill(self, ids, mask, n: int, max_new: int):
-        return self.decoder.prefill(ids, mask, n, max_new)
-
-    def step(self, token):
-        return self.decoder.step(token)
-
-    def select(self, keep):
-        self.decoder.select(keep)
 
 
 class _ModuleBackend:

@@ -46,7 +46,7 @@ class Trainer:
     scheduler: object
     ref_model: torch.nn.Module | None
     stops: tuple[int, ...]
-    state: dict  # step, base_accuracy, seconds so far, token counts — saved with checkpoints
+    state: dict  # step, base accuracy, seconds so far — saved with checkpoints
     ledger: CostLedger  # tokens, FLOPs and seconds per phase; saved with checkpoints
     monitor: RunMonitor
 
@@ -62,7 +62,7 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
     optimizer = torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=g.weight_decay, betas=(0.9, 0.99))
     warmup = max(1, g.warmup_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    state = {"step": 0, "base_accuracy": None, "seconds": 0.0, "tokens_generated": 0, "tokens_trained": 0}
+    state = {"step": 0, "base_accuracy": None, "seconds": 0.0}
     ledger = CostLedger(n_params=count_params(model))
     if resume_from is not None:
         saved = torch.load(resume_from / "trainer_state.pt", weights_only=False)
@@ -114,7 +114,8 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
                             top_p=cfg.rollout.top_p, stop_token_ids=t.stops, seed=cfg.run.seed * 7919 + step)
     completions = t.engine.generate(prompt_ids, params, n=g.group_size)
     timings["seconds/rollout"] = time.time() - clock
-    t.ledger.add("rollout", seconds=timings["seconds/rollout"], tokens_generated=sum(len(c.ids) for c in completions),
+    lengths = [len(c.ids) for c in completions]
+    t.ledger.add("rollout", seconds=timings["seconds/rollout"], tokens_generated=sum(lengths),
                  tokens_forward=sum(len(p) for p in prompt_ids))
 
     clock = time.time()
@@ -124,7 +125,7 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
     # The prompt's language, for the language-consistency reward and the mixing metric (R1 §2.3.2).
     languages = [p.meta.get("language", "en") for p in expanded]
     scored = combine(cfg.rewards, texts, problems=expanded, task=t.task, truncated=truncated,
-                     lengths=[len(c.ids) for c in completions], max_new_tokens=cfg.rollout.max_new_tokens,
+                     lengths=lengths, max_new_tokens=cfg.rollout.max_new_tokens,
                      target_language=languages)
     rewards = torch.tensor(scored.total)
     advantages = compute_advantages(g.advantage, rewards, g.group_size)
@@ -160,13 +161,13 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
         **{f"reward/{k}": v for k, v in scored.component_means().items()},
         "accuracy": float(np.mean([a or 0.0 for a in accuracy])),
         "format": float(np.mean(formats)),
-        **behaviour_metrics(texts, [len(c.ids) for c in completions], [bool(a) for a in accuracy], truncated,
+        **behaviour_metrics(texts, lengths, [bool(a) for a in accuracy], truncated,
                             t.task.reflection_markers, rewards=scored.total, group_size=g.group_size,
                             languages=languages),
         **update,
         "lr": t.scheduler.get_last_lr()[0],
         **timings,
-        "tokens_generated": sum(len(c.ids) for c in completions),
+        "tokens_generated": sum(lengths),
         "tokens_trained": batch.n_tokens * g.mu,
     }
     samples = _pick_samples(completions, expanded, scored.total, accuracy, formats, step, cfg.run.samples_per_step,

@@ -74,9 +74,7 @@ def _completion_logits(model, ids, attn, starts, comp_width: int):
 
 
 @torch.no_grad()
-def reference_logprobs(ref_model, batch: RolloutBatch, rows: list[int], pad_id: int, temperature: float):
-    device = next(ref_model.parameters()).device
-    ids, attn, starts, tokens, mask, _ = _collate(batch, rows, pad_id, device)
+def reference_logprobs(ref_model, ids, attn, starts, tokens, temperature: float):  # -> (N, Tc)
     logits = _completion_logits(ref_model, ids, attn, starts, tokens.shape[1])
     return token_logprobs(logits, tokens, temperature)
 
@@ -92,14 +90,15 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
     # Micro-batches of similar total length waste little compute on padding.
     order = sorted(range(n_seqs), key=lambda i: len(batch.prompt_ids[i]) + len(batch.completion_ids[i]))
     micro = [order[i : i + micro_batch_size] for i in range(0, n_seqs, micro_batch_size)]
-    ref = [reference_logprobs(ref_model, batch, rows, pad_id, temperature) for rows in micro] if beta > 0 else None
+    # Collated once: the reference pass and all μ inner updates read the same tensors.
+    collated = [_collate(batch, rows, pad_id, device) for rows in micro]
+    ref = [reference_logprobs(ref_model, *c[:4], temperature) for c in collated] if beta > 0 else None
     clock.lap("ref")
     model.train()
     stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
     for _ in range(mu):
         optimizer.zero_grad(set_to_none=True)
-        for m, rows in enumerate(micro):
-            ids, attn, starts, tokens, mask, old = _collate(batch, rows, pad_id, device)
+        for m, (rows, (ids, attn, starts, tokens, mask, old)) in enumerate(zip(micro, collated)):
             logits = _completion_logits(model, ids, attn, starts, tokens.shape[1])
             logp = token_logprobs(logits, tokens, temperature)
             per_token, clipped = clipped_surrogate(logp, old, batch.advantages[rows].to(device), eps_low, eps_high)

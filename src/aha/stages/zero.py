@@ -65,8 +65,7 @@ def train(t: grpo.Trainer, console: Console) -> dict:
     if t.state["base_accuracy"] is None:
         console.print(f"evaluating the base model: {e.problems} held-out problems × {e.k} samples "
                       f"(T={e.temperature}, top-p {e.top_p})")
-        base = evaluate(t.engine, t.tokenizer, t.task, grpo.held_out(t, e.problems), e.k, grpo.eval_params(t, 1))
-        t.ledger.add("eval", seconds=base.seconds, tokens_generated=base.tokens_generated)
+        base = _held_out_eval(t, e.problems, e.k, seed=1)
         t.state["base_accuracy"] = base.pass_at_1
         t.state["base_eval"] = base.to_json()
         console.print(f"base pass@1 {base.pass_at_1:.3f}  (format {base.format_rate:.2f}, "
@@ -77,18 +76,13 @@ def train(t: grpo.Trainer, console: Console) -> dict:
             for step in range(t.state["step"] + 1, cfg.grpo.steps + 1):
                 row, samples = grpo.run_step(t, step)
                 if e.every and step % e.every == 0 and step < cfg.grpo.steps:
-                    during = evaluate(t.engine, t.tokenizer, t.task, grpo.held_out(t, e.during_problems), 1,
-                                      grpo.eval_params(t, 2))
-                    row["eval/accuracy"] = during.pass_at_1
-                    t.ledger.add("eval", seconds=during.seconds, tokens_generated=during.tokens_generated)
+                    row["eval/accuracy"] = _held_out_eval(t, e.during_problems, 1, seed=2).pass_at_1
                 verdict = t.monitor.check(row)
                 row.update(verdict.flags)
                 for warning in verdict.warnings:
                     bar.console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
                 t.state["step"] = step
                 t.state["seconds"] = seconds_before + time.time() - session_start
-                t.state["tokens_generated"] += row["tokens_generated"]
-                t.state["tokens_trained"] += row["tokens_trained"]
                 runs.append_jsonl(t.run_dir / "metrics.jsonl", [row])
                 runs.append_jsonl(t.run_dir / "samples.jsonl", samples)
                 if step % cfg.run.save_every == 0:
@@ -108,11 +102,17 @@ def _progress_info(row: dict) -> str:
             f"reflect {row['reflection_rate']:.2f}  {row['tokens_generated'] / max(seconds, 1e-9):,.0f} tok/s")
 
 
+def _held_out_eval(t: grpo.Trainer, problems: int, k: int, seed: int):
+    """Held-out pass@1 with the paper's sampling; its cost goes to the ledger's "eval" phase."""
+    result = evaluate(t.engine, t.tokenizer, t.task, grpo.held_out(t, problems), k, grpo.eval_params(t, seed))
+    t.ledger.add("eval", seconds=result.seconds, tokens_generated=result.tokens_generated)
+    return result
+
+
 def finish(t: grpo.Trainer, console: Console, seconds_before: float, session_start: float) -> dict:
-    e = t.cfg.eval
-    final = evaluate(t.engine, t.tokenizer, t.task, grpo.held_out(t, e.problems), e.k, grpo.eval_params(t, 1))
-    t.ledger.add("eval", seconds=final.seconds, tokens_generated=final.tokens_generated)
-    if not runs.latest_checkpoint(t.run_dir) or runs.latest_checkpoint(t.run_dir).name != f"checkpoint-{t.state['step']}":
+    final = _held_out_eval(t, t.cfg.eval.problems, t.cfg.eval.k, seed=1)
+    latest = runs.latest_checkpoint(t.run_dir)
+    if latest is None or latest.name != f"checkpoint-{t.state['step']}":
         grpo.save(t)
     t.state["seconds"] = seconds_before + time.time() - session_start
     summary = {
@@ -122,8 +122,9 @@ def finish(t: grpo.Trainer, console: Console, seconds_before: float, session_sta
         "final_eval": final.to_json(),
         "steps": t.state["step"],
         "wall_seconds": t.state["seconds"],
-        "tokens_generated": t.state["tokens_generated"],
-        "tokens_trained": t.state["tokens_trained"],
+        # Training tokens only (evaluation and the base's pretraining are in the cost ledger).
+        "tokens_generated": t.ledger.phases["rollout"].tokens_generated if "rollout" in t.ledger.phases else 0,
+        "tokens_trained": t.ledger.phases["update"].tokens_trained if "update" in t.ledger.phases else 0,
         "parameters": grpo.n_parameters(t),
         "cost": t.ledger.to_dict(),
     }
