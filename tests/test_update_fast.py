@@ -19,6 +19,21 @@ def policy(tiny_model_dir):
     return model, tok
 
 
+def _grouped_batch(tok, groups: int = 3, group: int = 4, seed: int = 0, prompt_lengths=(5, 7, 5)) -> RolloutBatch:
+    """GRPO's shape: `groups` prompts (of the given lengths) with `group` completions each."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = len(tok)
+    prompts, comps, olds = [], [], []
+    for k in range(groups):
+        prompt = torch.randint(2, vocab, (prompt_lengths[k % len(prompt_lengths)],), generator=g).tolist()
+        for j in range(group):
+            comp = torch.randint(2, vocab, (1 + (3 * j + k) % 8,), generator=g).tolist()
+            prompts.append(prompt)
+            comps.append(comp)
+            olds.append((-torch.rand(len(comp), generator=g) * 3 - 1).tolist())
+    return RolloutBatch(prompts, comps, olds, torch.randn(len(prompts), generator=g))
+
+
 def _batch(tok, n: int = 6, seed: int = 0) -> RolloutBatch:
     g = torch.Generator().manual_seed(seed)
     vocab = len(tok)
@@ -43,7 +58,7 @@ def test_completion_logits_match_full_forward(policy):
     torch.testing.assert_close(fast[keep], plain[keep], atol=1e-5, rtol=1e-5)
 
 
-def _run(model, tok, batch, monkeypatch, fast: bool, micro: int, beta: float):
+def _run(model, tok, batch, monkeypatch, fast: bool, micro: int, beta: float, mu: int = 1, share=None):
     model = copy.deepcopy(model)
     ref = copy.deepcopy(model).eval() if beta > 0 else None
     if ref is not None:
@@ -57,9 +72,10 @@ def _run(model, tok, batch, monkeypatch, fast: bool, micro: int, beta: float):
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     opt.step = lambda: grads.update({n: p.grad.clone() for n, p in model.named_parameters()})
     timings = {}
-    stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=micro, mu=1,
+    stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=micro, mu=mu,
                           eps_low=0.2, eps_high=0.28, beta=beta, loss_agg="token-mean", max_len=16,
-                          temperature=0.9, max_grad_norm=1e9, ref_model=ref, timings=timings)
+                          temperature=0.9, max_grad_norm=1e9, ref_model=ref, timings=timings,
+                          share_prompts=share)
     monkeypatch.undo()
     return stats, grads, timings
 
@@ -76,3 +92,57 @@ def test_fast_update_equals_plain(policy, monkeypatch, beta):
         torch.testing.assert_close(g_fast[name], g_plain[name], atol=1e-6, rtol=1e-4)
     assert set(timings) >= {"ref", "forward", "backward"}
     assert any(g.abs().sum() > 0 for g in g_fast.values())
+
+
+@pytest.mark.parametrize("lengths", [(6, 6, 6), (5, 7, 3)], ids=["equal-prompts", "padded-prompts"])
+@pytest.mark.parametrize("beta,mu", [(0.0, 1), (0.04, 1), (0.04, 2)])
+def test_shared_prompt_update_equals_plain(policy, monkeypatch, lengths, beta, mu):
+    """Each prompt computed once for its group gives the per-row forward's losses and gradients,
+    whether or not prompts need padding, with micro-batches that split a group."""
+    model, tok = policy
+    batch = _grouped_batch(tok, prompt_lengths=lengths)
+    plain, g_plain, _ = _run(model, tok, batch, monkeypatch, fast=False, micro=12, beta=beta, mu=mu, share=False)
+    for micro in (12, 5, 3):
+        shared, g_shared, _ = _run(model, tok, batch, monkeypatch, fast=True, micro=micro, beta=beta, mu=mu, share=True)
+        for key in ("loss", "kl", "clip_frac", "entropy", "rollout_logprob_gap"):
+            assert shared[key] == pytest.approx(plain[key], rel=1e-5, abs=1e-6), (micro, key)
+        for name in g_plain:
+            torch.testing.assert_close(g_shared[name], g_plain[name], atol=1e-6, rtol=1e-4)
+        assert shared["forward_tokens"] < plain["forward_tokens"]  # prompts counted once per group
+
+
+def test_shared_prompt_logits_match_plain(policy):
+    model, tok = policy
+    batch = _grouped_batch(tok, prompt_lengths=(4, 9, 6))
+    rows = list(range(len(batch.prompt_ids)))
+    plain = update._plain_micro(batch, rows, tok.pad_token_id, "cpu")
+    shared = update._micro_batches(batch, 64, tok.pad_token_id, "cpu", share_prompts=True)
+    assert len(shared) == 1 and shared[0].prompt_mask is not None
+    with torch.no_grad():
+        a = plain.logits(model)
+        b = shared[0].logits(model)
+    order = {row: r for r, row in enumerate(shared[0].rows)}
+    b = b[[order[row] for row in rows]]
+    keep = plain.mask.bool()
+    torch.testing.assert_close(b[keep], a[keep], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(b).all()
+
+
+def test_bf16_update_tracks_fp32(policy, monkeypatch):
+    """bf16-mixed gives the fp32 update's loss and gradient direction within bf16's precision."""
+    model, tok = policy
+    batch = _grouped_batch(tok)
+    runs = {}
+    for bf16 in (False, True):
+        m = copy.deepcopy(model)
+        grads = {}
+        opt = torch.optim.SGD(m.parameters(), lr=0.0)
+        opt.step = lambda m=m, grads=grads: grads.update({n: p.grad.clone() for n, p in m.named_parameters()})
+        stats = policy_update(m, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2,
+                              eps_high=0.2, beta=0.0, loss_agg="token-mean", max_len=16, temperature=1.0,
+                              max_grad_norm=1e9, bf16=bf16)
+        runs[bf16] = (stats, torch.cat([g.flatten() for g in grads.values()]))
+    (s32, g32), (s16, g16) = runs[False], runs[True]
+    assert s16["entropy"] == pytest.approx(s32["entropy"], rel=2e-2)
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.98
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32

@@ -27,15 +27,17 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Deterministic for the same texts (the BPE trainer breaks ties by order)."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, compact_template: bool = True) -> PreTrainedTokenizerFast:
+    """Deterministic for the same texts (the BPE trainer breaks ties by order). `compact_template=False`
+    tokenizes like a real LLM tokenizer instead — merges stop at word boundaries and the template is
+    plain text, ≈ 110 prompt tokens — for benchmarks whose cost should look like a real model's."""
     core = Tokenizer(models.BPE())
     # Split off every digit, then map bytes to the 256-symbol byte alphabet without regex splitting,
     # so merges can span words but never digits.
     core.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(r"\d"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=not compact_template),
         ]
     )
     core.decoder = decoders.ByteLevel()
@@ -49,7 +51,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     # The template's fixed text around the question is one token each (not special: it decodes as text).
     # The words stay the paper's; a 1 M-parameter model just reads them as one cue instead of ~40.
     before, after = R1_ZERO_TEMPLATE.split("{prompt}")
-    core.add_tokens([AddedToken(before, normalized=False), AddedToken(after, normalized=False)])
+    if compact_template:
+        core.add_tokens([AddedToken(before, normalized=False), AddedToken(after, normalized=False)])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, pad_token=PAD, padding_side="left")
     tok.chat_template = CHAT_TEMPLATE
     return tok

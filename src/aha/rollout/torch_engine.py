@@ -25,10 +25,13 @@ COMPACT_SHARE = 0.125
 
 
 class TorchEngine(RolloutEngine):
-    def __init__(self, model, tokenizer, max_batch: int = 256, lean: bool | None = None):
+    def __init__(self, model, tokenizer, max_batch: int = 256, lean: bool | None = None, bf16: bool = False):
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch = max_batch  # samples decoded together; bounds memory
+        # bf16 compute for the rollout (a bf16 copy of the weights, or autocast): what vLLM does on
+        # GPUs. Log-probs are then the bf16 policy's; the update measures the gap to its own.
+        self.bf16 = bf16
         # None = use the lean forward whenever the architecture allows it.
         self.lean = lean_qwen2.supports(model) if lean is None else lean
         if self.lean and not lean_qwen2.supports(model):
@@ -52,7 +55,10 @@ class TorchEngine(RolloutEngine):
         device = next(self.model.parameters()).device
         ids, mask = _left_pad(prompts, self.tokenizer.pad_token_id, device)  # (B, P)
         # Both backends offer prefill(ids, mask, n, max_new) / step(token) / select(keep).
-        backend = lean_qwen2.LeanDecoder(self.model) if self.lean else _ModuleBackend(self.model)
+        if self.lean:
+            backend = lean_qwen2.LeanDecoder(self.model, torch.bfloat16 if self.bf16 else None)
+        else:
+            backend = _ModuleBackend(self.model, self.bf16)
         logits = backend.prefill(ids, mask, n, params.max_new_tokens)  # (B·n, V)
         total, steps = logits.shape[0], params.max_new_tokens
         rows = torch.arange(total, device=device)  # batch row -> output row
@@ -102,14 +108,16 @@ def _rows(values: torch.Tensor, lengths: torch.Tensor) -> list[list]:
 class _ModuleBackend:
     """The module's own forward and a transformers DynamicCache: any causal LM."""
 
-    def __init__(self, model):
+    def __init__(self, model, bf16: bool = False):
         self.model = model
+        self.autocast = torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16, enabled=bf16)
 
     def prefill(self, ids, mask, n: int, max_new: int):
         self.cache = DynamicCache()
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=self.cache, use_cache=True).logits[:, -1]  # (B, V)
+        with self.autocast:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                past_key_values=self.cache, use_cache=True).logits[:, -1]  # (B, V)
         self.cache.batch_repeat_interleave(n)  # share each prompt's prefill across its n samples
         # The whole attention mask up front; each step uses one more column of it.
         self.mask = torch.cat([mask, mask.new_ones(mask.shape[0], max_new)], dim=1).repeat_interleave(n, 0)
@@ -119,8 +127,9 @@ class _ModuleBackend:
 
     def step(self, token):
         self.width += 1
-        logits = self.model(input_ids=token[:, None], attention_mask=self.mask[:, : self.width],
-                            position_ids=self.next_pos[:, None], past_key_values=self.cache, use_cache=True).logits
+        with self.autocast:
+            logits = self.model(input_ids=token[:, None], attention_mask=self.mask[:, : self.width],
+                                position_ids=self.next_pos[:, None], past_key_values=self.cache, use_cache=True).logits
         self.next_pos = self.next_pos + 1
         return logits[:, -1]
 

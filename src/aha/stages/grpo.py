@@ -57,7 +57,8 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
     source = resume_from or model_dir
     model, tokenizer = load_model_dir(source, cfg.model.dtype)
     task = get_task(cfg.task.name, **cfg.task.options)
-    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch)
+    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch,
+                         bf16=cfg.model.precision == "bf16-mixed")
     g = cfg.grpo
     optimizer = torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=g.weight_decay, betas=(0.9, 0.99))
     warmup = max(1, g.warmup_steps)
@@ -139,16 +140,18 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
         t.model, t.optimizer, batch, pad_id=t.tokenizer.pad_token_id, micro_batch_size=g.micro_batch_size,
         mu=g.mu, eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta, loss_agg=g.loss_agg,
         max_len=cfg.rollout.max_new_tokens, temperature=max(cfg.rollout.temperature, 1e-6),
-        max_grad_norm=g.max_grad_norm, ref_model=t.ref_model,
+        max_grad_norm=g.max_grad_norm, ref_model=t.ref_model, bf16=cfg.model.precision == "bf16-mixed",
     )
     t.scheduler.step()
     t.engine.load_weights(t.model.state_dict())  # on-policy sync (the torch engine shares the module: no-op)
     if t.ref_model is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
         t.ref_model.load_state_dict(t.model.state_dict())
     timings["seconds/update"] = time.time() - clock
-    scored_by_ref = batch.n_tokens + sum(len(p) for p in batch.prompt_ids) if t.ref_model is not None else 0
-    t.ledger.add("update", seconds=timings["seconds/update"], tokens_trained=batch.n_tokens * g.mu,
-                 tokens_forward=scored_by_ref)
+    # FLOPs follow the tokens the update really ran: prompts once per group, through every forward
+    # and backward (6·N each), and through the reference's forward (2·N) when there is one.
+    processed = update["forward_tokens"]
+    t.ledger.add("update", seconds=timings["seconds/update"], tokens_trained=processed * g.mu,
+                 tokens_forward=processed if t.ref_model is not None else 0)
 
     # Accuracy and format are always logged, weighted or not: a run rewarded on something else
     # (a user reward, format only) is still judged by whether its answers are right.

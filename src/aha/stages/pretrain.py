@@ -43,13 +43,13 @@ def build_corpus(task: Task, documents: int, seed: int, facts_share: float = 0.0
     return corpus
 
 
-def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None) -> dict:
+def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None, compact_template: bool = True) -> dict:
     """Train the tiny base model and save it (model + tokenizer) as an HF directory in `out_dir`.
-    `on_step(step, total, loss)` reports progress. Returns the run's stats (also in pretrain.json)."""
+    `on_step(step, total, loss)` reports progress; `compact_template` as in `train_tokenizer`. Returns the run's stats (also in pretrain.json)."""
     start = time.time()
     torch.manual_seed(cfg.seed)
     corpus = build_corpus(task, cfg.documents, cfg.seed, cfg.facts_share)
-    tokenizer = train_tokenizer(corpus[:20_000], cfg.vocab_size)
+    tokenizer = train_tokenizer(corpus[:20_000], cfg.vocab_size, compact_template)
     shape = TinyShape(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, kv_heads=cfg.kv_heads, mlp=cfg.mlp)
     model = tiny_qwen2(tokenizer, shape, cfg.seed)
     eos = tokenizer.eos_token_id

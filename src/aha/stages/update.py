@@ -1,5 +1,5 @@
 """One GRPO policy update on a batch of rollouts: μ optimizer steps, each over length-sorted
-micro-batches whose losses add up to the full-batch loss."""
+micro-batches whose losses add up to the full-batch loss, each prompt computed once per group."""
 
 from __future__ import annotations
 
@@ -32,22 +32,110 @@ def _collate(batch: RolloutBatch, rows: list[int], pad_id: int, device):
     """Right-padded prompt+completion ids and the completion-aligned tensors (N, Tc)."""
     seqs = [batch.prompt_ids[i] + batch.completion_ids[i] for i in rows]
     width = max(len(s) for s in seqs)
-    comp_width = max(len(batch.completion_ids[i]) for i in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(rows), width), dtype=torch.long)
     starts = torch.zeros(len(rows), dtype=torch.long)  # index of the logit that predicts completion token 0
-    tokens = torch.zeros((len(rows), comp_width), dtype=torch.long)
-    mask = torch.zeros((len(rows), comp_width))
-    old = torch.zeros((len(rows), comp_width))
     for r, i in enumerate(rows):
         ids[r, : len(seqs[r])] = torch.tensor(seqs[r])
         attn[r, : len(seqs[r])] = 1
         starts[r] = len(batch.prompt_ids[i]) - 1
+    tokens, mask, old = _completion_tensors(batch, rows)
+    return ids.to(device), attn.to(device), starts.to(device), tokens.to(device), mask.to(device), old.to(device)
+
+
+def _completion_tensors(batch: RolloutBatch, rows: list[int]):
+    """Right-padded completion tokens, their mask and the rollout's log-probs, (N, Tc) each."""
+    comp_width = max(1, max(len(batch.completion_ids[i]) for i in rows))
+    tokens = torch.zeros((len(rows), comp_width), dtype=torch.long)
+    mask = torch.zeros((len(rows), comp_width))
+    old = torch.zeros((len(rows), comp_width))
+    for r, i in enumerate(rows):
         n = len(batch.completion_ids[i])
-        tokens[r, :n] = torch.tensor(batch.completion_ids[i])
+        tokens[r, :n] = torch.tensor(batch.completion_ids[i], dtype=torch.long)
         mask[r, :n] = 1
         old[r, :n] = torch.tensor(batch.old_logprobs[i])
-    return ids.to(device), attn.to(device), starts.to(device), tokens.to(device), mask.to(device), old.to(device)
+    return tokens, mask, old
+
+
+@dataclass
+class _Micro:
+    """One micro-batch, laid out for one of the two forwards; `logits(model)` -> (N, Tc, V)."""
+
+    rows: list[int]  # batch rows, in the order of the tensors below
+    tokens: torch.Tensor  # (N, Tc) completion tokens, right-padded
+    mask: torch.Tensor  # (N, Tc)
+    old: torch.Tensor  # (N, Tc) the rollout's log-probs
+    # plain layout: every row is its prompt + completion
+    ids: torch.Tensor | None = None
+    attn: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
+    # shared layout: each distinct prompt once (left-padded), and the prompt row of every completion
+    prompt_ids: torch.Tensor | None = None  # (Gm, P)
+    prompt_mask: torch.Tensor | None = None  # (Gm, P); None when no prompt is padded
+    owner: torch.Tensor | None = None  # (N,) index into prompt_ids
+
+    def logits(self, model) -> torch.Tensor:
+        if self.prompt_ids is not None:
+            return completion_logits_shared(model, self.prompt_ids, self.prompt_mask, self.owner, self.tokens)
+        return _completion_logits(model, self.ids, self.attn, self.starts, self.tokens.shape[1])
+
+    @property
+    def forward_tokens(self) -> int:
+        """Tokens this layout runs through the model (prompts once per group when shared)."""
+        if self.prompt_ids is not None:
+            prompts = int(self.prompt_mask.sum()) if self.prompt_mask is not None else self.prompt_ids.numel()
+            return prompts + int(self.mask.sum())
+        return int(self.attn.sum())
+
+
+def _plain_micro(batch: RolloutBatch, rows: list[int], pad_id: int, device) -> _Micro:
+    ids, attn, starts, tokens, mask, old = _collate(batch, rows, pad_id, device)
+    return _Micro(rows, tokens, mask, old, ids=ids, attn=attn, starts=starts)
+
+
+def _shared_micro(batch: RolloutBatch, groups: list[list[int]], pad_id: int, device) -> _Micro:
+    """Rows of one prompt are adjacent; each prompt is laid out once, left-padded so that every
+    completion starts at the same column."""
+    rows = [i for group in groups for i in group]
+    prompts = [batch.prompt_ids[group[0]] for group in groups]
+    width = max(len(p) for p in prompts)
+    prompt_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for g, prompt in enumerate(prompts):
+        prompt_ids[g, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
+        prompt_mask[g, width - len(prompt) :] = 1
+    owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g) for g in groups]))
+    tokens, mask, old = _completion_tensors(batch, rows)
+    padded = bool((prompt_mask == 0).any())
+    return _Micro(rows, tokens.to(device), mask.to(device), old.to(device), prompt_ids=prompt_ids.to(device),
+                  prompt_mask=prompt_mask.to(device) if padded else None, owner=owner.to(device))
+
+
+def _prompt_groups(batch: RolloutBatch, cap: int) -> list[list[int]]:
+    """Rows with identical prompts, in order of first appearance, split into pieces of ≤ cap rows."""
+    by_prompt: dict[tuple, list[int]] = {}
+    for i, prompt in enumerate(batch.prompt_ids):
+        by_prompt.setdefault(tuple(prompt), []).append(i)
+    return [rows[k : k + cap] for rows in by_prompt.values() for k in range(0, len(rows), cap)]
+
+
+def _micro_batches(batch: RolloutBatch, micro_batch_size: int, pad_id: int, device, share_prompts: bool) -> list[_Micro]:
+    """Length-sorted micro-batches of ≤ micro_batch_size rows, whose losses add up to the batch's.
+    With `share_prompts`, whole prompt groups go together and each prompt is computed once."""
+    def length(i: int) -> int:
+        return len(batch.prompt_ids[i]) + len(batch.completion_ids[i])
+
+    if not share_prompts:
+        order = sorted(range(len(batch.completion_ids)), key=length)
+        return [_plain_micro(batch, order[k : k + micro_batch_size], pad_id, device)
+                for k in range(0, len(order), micro_batch_size)]
+    groups = sorted(_prompt_groups(batch, micro_batch_size), key=lambda g: max(length(i) for i in g))
+    packed: list[list[list[int]]] = [[]]
+    for group in groups:
+        if packed[-1] and sum(map(len, packed[-1])) + len(group) > micro_batch_size:
+            packed.append([])
+        packed[-1].append(group)
+    return [_shared_micro(batch, groups_, pad_id, device) for groups_ in packed]
 
 
 def completion_logits_plain(model, ids, attn, starts, comp_width: int):
@@ -73,46 +161,90 @@ def _completion_logits(model, ids, attn, starts, comp_width: int):
     return model.lm_head(picked)  # (N, Tc, V)
 
 
-@torch.no_grad()
-def reference_logprobs(ref_model, ids, attn, starts, tokens, temperature: float):  # -> (N, Tc)
-    logits = _completion_logits(ref_model, ids, attn, starts, tokens.shape[1])
-    return token_logprobs(logits, tokens, temperature)
+def completion_logits_shared(model, prompt_ids, prompt_mask, owner, tokens):
+    """Completion logits with each prompt run once for its whole group: the prompts' K/V (kept in the
+    autograd graph) are indexed out to their completions, which then run on top of them. Exactly the
+    per-row forward's math; a group of G samples pays for its prompt once instead of G times (with an
+    R1-Zero prompt of ~100 tokens and G = 8, about 40 % of a step's tokens). Gradients from all G
+    completions flow back into the one prompt pass."""
+    inner = model.model
+    comp_width = tokens.shape[1]
+    if prompt_mask is None:  # no padded prompt: plain causal attention everywhere, no mask to build
+        prompt = inner(input_ids=prompt_ids, use_cache=True)
+    else:
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        prompt = inner(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
+    first = prompt.last_hidden_state[:, -1][owner]  # (N, C): predicts completion token 0
+    if comp_width == 1:
+        return model.lm_head(first[:, None])
+    cache = prompt.past_key_values
+    cache.batch_select_indices(owner)  # differentiable gather: each completion reads its prompt's K/V
+    ids = tokens[:, :-1]  # the last completion token predicts nothing we score
+    if prompt_mask is None:
+        hidden = inner(input_ids=ids, past_key_values=cache, use_cache=True).last_hidden_state
+    else:
+        attn = torch.cat([prompt_mask[owner], prompt_mask.new_ones(ids.shape)], dim=1)
+        positions = prompt_mask.sum(-1)[owner][:, None] + torch.arange(ids.shape[1], device=ids.device)[None, :]
+        hidden = inner(input_ids=ids, attention_mask=attn, position_ids=positions, past_key_values=cache,
+                       use_cache=True).last_hidden_state
+    return model.lm_head(torch.cat([first[:, None], hidden], dim=1))  # (N, Tc, V)
+
+
+def _autocast(device, bf16: bool):
+    """bf16 matmuls with fp32 master weights ("bf16-mixed"); a no-op context in fp32."""
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_batch_size: int,
                   mu: int, eps_low: float, eps_high: float, beta: float, loss_agg: str, max_len: int,
-                  temperature: float, max_grad_norm: float, ref_model=None, timings: dict | None = None) -> dict:
+                  temperature: float, max_grad_norm: float, ref_model=None, timings: dict | None = None,
+                  bf16: bool = False, share_prompts: bool | None = None) -> dict:
     """μ optimizer steps on one batch of rollouts; returns the metrics. `timings`, when given, is
-    filled with seconds spent in the reference forward, the loss forward and the backward (+ step)."""
+    filled with seconds spent in the reference forward, the loss forward and the backward (+ step).
+    `share_prompts` (default: whenever a prompt repeats and the architecture allows) computes each
+    prompt once per group; `bf16` runs the forwards and backwards under bf16 autocast."""
     clock = _Clock(timings)
     device = next(model.parameters()).device
     n_seqs, n_tokens = len(batch.completion_ids), batch.n_tokens
-    # Micro-batches of similar total length waste little compute on padding.
-    order = sorted(range(n_seqs), key=lambda i: len(batch.prompt_ids[i]) + len(batch.completion_ids[i]))
-    micro = [order[i : i + micro_batch_size] for i in range(0, n_seqs, micro_batch_size)]
-    # Collated once: the reference pass and all μ inner updates read the same tensors.
-    collated = [_collate(batch, rows, pad_id, device) for rows in micro]
-    ref = [reference_logprobs(ref_model, *c[:4], temperature) for c in collated] if beta > 0 else None
+    if share_prompts is None:
+        share_prompts = (getattr(model.config, "model_type", None) in FAST_HEAD_TYPES
+                         and len({tuple(p) for p in batch.prompt_ids}) < n_seqs)
+    # Built once: the reference pass and all μ inner updates read the same tensors.
+    micro = _micro_batches(batch, micro_batch_size, pad_id, device, share_prompts)
+    ref = None
+    if beta > 0:
+        with torch.no_grad(), _autocast(device, bf16):
+            ref = [token_logprobs(m.logits(ref_model), m.tokens, temperature) for m in micro]
     clock.lap("ref")
     model.train()
-    stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0}
-    for _ in range(mu):
+    stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0, "rollout_logprob_gap": 0.0,
+             "forward_tokens": sum(m.forward_tokens for m in micro)}
+    for inner_step in range(mu):
         optimizer.zero_grad(set_to_none=True)
-        for m, (rows, (ids, attn, starts, tokens, mask, old)) in enumerate(zip(micro, collated)):
-            logits = _completion_logits(model, ids, attn, starts, tokens.shape[1])
-            logp = token_logprobs(logits, tokens, temperature)
-            per_token, clipped = clipped_surrogate(logp, old, batch.advantages[rows].to(device), eps_low, eps_high)
+        for m, mb in enumerate(micro):
+            with _autocast(device, bf16):
+                logits = mb.logits(model)
+            logp = token_logprobs(logits, mb.tokens, temperature)
+            # With one update per batch the policy that sampled is the one being trained: the ratio
+            # is exactly 1 (its gradient is A·∇log π), as in TRL. Taking the rollout's own log-probs
+            # instead would turn any sampler/trainer numeric gap (bf16, another kernel) into spurious
+            # clipping; the gap is logged instead. With μ > 1 the rollout's log-probs are π_old.
+            old = logp.detach() if mu == 1 else mb.old
+            if inner_step == 0:
+                gap = ((logp.detach() - mb.old).abs() * mb.mask).sum()
+                stats["rollout_logprob_gap"] += float(gap) / n_tokens
+            per_token, clipped = clipped_surrogate(logp, old, batch.advantages[mb.rows].to(device), eps_low, eps_high)
             if beta > 0:
                 kl = kl_k3(logp, ref[m])
                 per_token = per_token + beta * kl
-                stats["kl"] += float((kl.detach() * mask).sum()) / n_tokens / mu
-            loss = agg_loss(per_token, mask, loss_agg, n_seqs, n_tokens, max_len)
+                stats["kl"] += float((kl.detach() * mb.mask).sum()) / n_tokens / mu
+            loss = agg_loss(per_token, mb.mask, loss_agg, n_seqs, n_tokens, max_len)
             clock.lap("forward")
             loss.backward()
             with torch.no_grad():
                 stats["loss"] += loss.item() / mu
-                stats["clip_frac"] += float((clipped.float() * mask).sum()) / n_tokens / mu
-                stats["entropy"] += float((entropy_from_logits(logits.detach(), temperature) * mask).sum()) / n_tokens / mu
+                stats["clip_frac"] += float((clipped.float() * mb.mask).sum()) / n_tokens / mu
+                stats["entropy"] += float((entropy_from_logits(logits.detach(), temperature) * mb.mask).sum()) / n_tokens / mu
             clock.lap("backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         stats["grad_norm"] += float(grad_norm) / mu
