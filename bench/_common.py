@@ -39,6 +39,10 @@ class Settings:
     mlp: int = 768
     pretrain_documents: int = 2048  # brief: enough for a template-following base, seconds to build
     force_length: bool = True  # every completion runs to new_tokens (EOS suppressed in both)
+    # A real-LLM-like tokenizer: the template is ~90 tokens of plain text, as with Qwen's (the issue's
+    # TRL measurement had ≈ 116), not the demo tokenizer's one token per template half.
+    compact_template: bool = False
+    precision: str = "bf16-mixed"  # aha's side (TRL runs fp32, its fastest setting on CPU)
     seed: int = 0
 
     def to_json(self) -> str:
@@ -53,7 +57,7 @@ def build_model(s: Settings, out: Path) -> Path:
         return out
     cfg = PretrainConfig(documents=s.pretrain_documents, hidden=s.hidden, layers=s.layers, heads=4, kv_heads=2,
                          mlp=s.mlp, seed=s.seed)
-    pretrain(cfg, get_task(TASK), out)
+    pretrain(cfg, get_task(TASK), out, compact_template=s.compact_template)
     config = json.loads((out / "config.json").read_text())
     config["max_position_embeddings"] = 4096  # room for 512 new tokens; RoPE itself has no limit
     (out / "config.json").write_text(json.dumps(config, indent=2))

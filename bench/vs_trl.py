@@ -63,12 +63,14 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
     from aha.models.loading import load_model_dir, stop_token_ids
     from aha.rollout import SamplingParams
     from aha.rollout.torch_engine import TorchEngine
-    from aha.stages.update import RolloutBatch, policy_update
+    from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
 
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     model, tok = load_model_dir(model_dir)
-    engine = TorchEngine(model, C.NoStopTokenizer(tok) if s.force_length else tok)
+    bf16 = s.precision == "bf16-mixed"
+    prefer_fast_attention(model, bf16)
+    engine = TorchEngine(model, C.NoStopTokenizer(tok) if s.force_length else tok, bf16=bf16)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if s.beta > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)  # TRL's defaults
     problems = C.train_problems(s, steps + warmup)
@@ -91,7 +93,7 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
         laps: dict = {}
         policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2,
                       eps_high=0.2, beta=s.beta, loss_agg="token-mean", max_len=s.new_tokens,
-                      temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps)
+                      temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps, bf16=bf16)
         dt = time.perf_counter() - t0
         train_s += dt
         rec = {"step_s": dt, "generation_s": t1 - t0, "ref_s": laps.get("ref", 0.0), "forward_s": laps.get("forward", 0.0),
@@ -108,7 +110,8 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
 
 
 def rollout_worker(model_dir: str, s: C.Settings, repeats: int):
-    """aha's engine vs transformers' `generate` on the same model and batch (forced length), alternating."""
+    """aha's engine (bf16 and fp32) vs transformers' `generate` (fp32, its fastest here, and bf16
+    weights) on the same model and batch, every completion forced to full length, in alternation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,25 +122,35 @@ def rollout_worker(model_dir: str, s: C.Settings, repeats: int):
     tok = AutoTokenizer.from_pretrained(model_dir)
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model_bf16 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     problems = C.train_problems(s, 1)
     ids = [tok(C.prompt_text(p))["input_ids"] for p in problems]
-    engine = TorchEngine(model, C.NoStopTokenizer(tok))
+    engines = {"aha_bf16": TorchEngine(model, C.NoStopTokenizer(tok), bf16=True),
+               "aha_fp32": TorchEngine(model, C.NoStopTokenizer(tok), bf16=False)}
     enc = tok([C.prompt_text(p) for p in problems for _ in range(s.group)], return_tensors="pt", padding=True)
     n_tokens = s.prompts * s.group * s.new_tokens
-    aha_tps, hf_tps = [], []
-    for r in range(repeats + 1):  # the first pair warms up
-        t0 = time.perf_counter()
-        engine.generate(ids, SamplingParams(max_new_tokens=s.new_tokens, temperature=s.temperature, seed=r), n=s.group)
-        t1 = time.perf_counter()
+
+    def hf(m):
         with torch.no_grad():
-            model.generate(**enc, do_sample=True, max_new_tokens=s.new_tokens, min_new_tokens=s.new_tokens, top_k=0,
-                           temperature=s.temperature, pad_token_id=tok.pad_token_id)
-        t2 = time.perf_counter()
-        if r:
-            aha_tps.append(n_tokens / (t1 - t0))
-            hf_tps.append(n_tokens / (t2 - t1))
-    C.emit({"aha_tokens_per_s": aha_tps, "generate_tokens_per_s": hf_tps,
-            "ratios": [a / h for a, h in zip(aha_tps, hf_tps)]})
+            m.generate(**enc, do_sample=True, max_new_tokens=s.new_tokens, min_new_tokens=s.new_tokens, top_k=0,
+                       temperature=s.temperature, pad_token_id=tok.pad_token_id)
+
+    runs = {**{name: (lambda e=e, r=0: e.generate(ids, SamplingParams(max_new_tokens=s.new_tokens,
+                                                                        temperature=s.temperature, seed=r), n=s.group))
+               for name, e in engines.items()},
+            "generate_fp32": lambda: hf(model), "generate_bf16": lambda: hf(model_bf16)}
+    tps: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(repeats + 1):  # the first round warms up
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            if r:
+                tps[name].append(n_tokens / (time.perf_counter() - t0))
+    ratio = lambda a, b: [x / y for x, y in zip(tps[a], tps[b])]  # noqa: E731
+    C.emit({"tokens_per_s": tps, "prompt_tokens": len(ids[0]),
+            "ratios": ratio("aha_bf16" if s.precision == "bf16-mixed" else "aha_fp32", "generate_fp32"),
+            "ratios_fp32_vs_fp32": ratio("aha_fp32", "generate_fp32"),
+            "ratios_bf16_vs_bf16": ratio("aha_bf16", "generate_bf16")})
 
 
 # ---------------------------------------------------------------- driver
@@ -202,7 +215,8 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=40, help="bound for the time-to-accuracy mode")
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--accuracy-new-tokens", type=int, default=64)
-    p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "aha-bench-qwen2-3m")
+    p.add_argument("--precision", choices=["bf16-mixed", "fp32"], default="bf16-mixed", help="aha's side")
+    p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "aha-bench-qwen2-3m-words")
     args, rest = p.parse_known_args()
     if args.worker:
         model_dir, settings = rest[0], C.Settings(**json.loads(rest[1]))
@@ -212,7 +226,7 @@ def main() -> None:
         eval_every = int(rest[5]) if len(rest) > 5 else 0
         return aha_worker(model_dir, settings, int(rest[2]), int(rest[3]), target, eval_every)
 
-    s = C.Settings(new_tokens=args.new_tokens)
+    s = C.Settings(new_tokens=args.new_tokens, precision=args.precision)
     model_dir = C.build_model(s, args.model_dir)
     bench_python = ensure_bench_venv()
     print(f"settings: {s.to_json()}", flush=True)
@@ -224,9 +238,11 @@ def main() -> None:
     roll = run_worker(sys.executable, [__file__, "--worker", "rollout", str(model_dir), s.to_json(), str(args.rollout_repeats)])
     result["rollout_tokens_per_s_ratio"] = C.median(roll["ratios"])
     result["rollout"] = roll
-    print(f"rollout {s.prompts}x{s.group}x{s.new_tokens}: aha {C.median(roll['aha_tokens_per_s']):.0f} tok/s vs "
-          f"transformers generate {C.median(roll['generate_tokens_per_s']):.0f} tok/s "
-          f"= {result['rollout_tokens_per_s_ratio']:.2f}x", flush=True)
+    speeds = ", ".join(f"{name} {C.median(v):.0f}" for name, v in roll["tokens_per_s"].items())
+    print(f"rollout {s.prompts}x{s.group}x{s.new_tokens} (prompts of {roll['prompt_tokens']} tokens), tokens/s: {speeds}; "
+          f"aha ({s.precision}) / generate (fp32) = {result['rollout_tokens_per_s_ratio']:.2f}x; "
+          f"fp32/fp32 {C.median(roll['ratios_fp32_vs_fp32']):.2f}x; bf16/bf16 {C.median(roll['ratios_bf16_vs_bf16']):.2f}x",
+          flush=True)
     print(json.dumps(result))
 
 

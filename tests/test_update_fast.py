@@ -111,8 +111,11 @@ def test_shared_prompt_update_equals_plain(policy, monkeypatch, lengths, beta, m
         assert shared["forward_tokens"] < plain["forward_tokens"]  # prompts counted once per group
 
 
-def test_shared_prompt_logits_match_plain(policy):
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_shared_prompt_logits_match_plain(policy, attention):
     model, tok = policy
+    model = copy.deepcopy(model)
+    model.set_attn_implementation(attention)
     batch = _grouped_batch(tok, prompt_lengths=(4, 9, 6))
     rows = list(range(len(batch.prompt_ids)))
     plain = update._plain_micro(batch, rows, tok.pad_token_id, "cpu")

@@ -190,6 +190,15 @@ def completion_logits_shared(model, prompt_ids, prompt_mask, owner, tokens):
     return model.lm_head(torch.cat([first[:, None], hidden], dim=1))  # (N, Tc, V)
 
 
+def prefer_fast_attention(model, bf16: bool) -> None:
+    """bf16 on CPU: explicit matmul attention ("eager") instead of SDPA, whose CPU flash kernel is
+    slow in bf16, backward above all (update of 64 × (91 + 128) tokens, 3.3 M Qwen2, 1 thread:
+    2.75 → 2.25 s, backward 1.47 → 1.05 s; fp32 is unchanged either way, so it keeps SDPA)."""
+    if (bf16 and next(model.parameters()).device.type == "cpu"
+            and getattr(model.config, "_attn_implementation", None) == "sdpa"):
+        model.set_attn_implementation("eager")
+
+
 def _autocast(device, bf16: bool):
     """bf16 matmuls with fp32 master weights ("bf16-mixed"); a no-op context in fp32."""
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
