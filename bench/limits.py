@@ -1,10 +1,12 @@
-"""The machine's own fp32 matmul rate at the model's shapes, and aha's achieved FLOP/s against it.
+"""The machine's own matmul rate at the model's shapes, and aha's achieved FLOP/s against it, per
+precision (fp32, and bf16 for `model.precision=bf16-mixed`, measured against bf16 matmuls).
 
     PYTHONPATH=src .venv/bin/python bench/limits.py --threads 1      # add --threads 0 for every core
 
-FLOPs counted: 2·N per generated token (rollout), 6·N per token through forward + backward (update,
-prompt and completion positions, β = 0 so no reference forward), N = parameters (tied head once).
-The limit is the time-weighted matmul rate over the model's own (M, K, N) shapes.
+FLOPs counted: 2·N per generated token (rollout), 6·N per token through forward + backward (update:
+the tokens it really runs — completions, and each prompt once per group — β = 0 so no reference
+forward), N = parameters (tied head once). The limit is the time-weighted matmul rate over the
+model's own (M, K, N) shapes at the same row count.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ sys.path.insert(0, str(HERE.parent / "src"))
 import _common as C  # noqa: E402
 
 
-def matmul_rate(rows: int, shapes: list[tuple[int, int]], seconds: float = 0.5) -> float:
+def matmul_rate(rows: int, shapes: list[tuple[int, int]], dtype=torch.float32, seconds: float = 0.5) -> float:
     """GFLOP/s of `linear` at (rows × K) @ (K × N) over the given layer shapes, all weighed by FLOPs."""
     flops, spent = 0.0, 0.0
     for k, n in shapes:
-        x, w = torch.randn(rows, k), torch.randn(n, k)
+        x, w = torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
         torch.nn.functional.linear(x, w)
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds / len(shapes):
@@ -48,18 +50,19 @@ def model_shapes(cfg) -> list[tuple[int, int]]:
     return per_layer + [(cfg.hidden_size, cfg.vocab_size)]
 
 
-def achieved(model_dir: Path, s: C.Settings) -> dict:
+def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
     from aha.models.loading import load_model_dir
     from aha.observe.cost import count_params
     from aha.rollout import SamplingParams
     from aha.rollout.torch_engine import TorchEngine
-    from aha.stages.update import RolloutBatch, policy_update
+    from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
 
     model, tok = load_model_dir(model_dir)
+    prefer_fast_attention(model, bf16)
     n_params = count_params(model, exclude_embeddings=False)
     problems = C.train_problems(s, 1)
     ids = [tok(C.prompt_text(p))["input_ids"] for p in problems]
-    engine = TorchEngine(model, C.NoStopTokenizer(tok))
+    engine = TorchEngine(model, C.NoStopTokenizer(tok), bf16=bf16)
     params = SamplingParams(max_new_tokens=s.new_tokens, seed=0)
     engine.generate(ids, params, n=s.group)  # warm-up
     t0 = time.perf_counter()
@@ -70,12 +73,12 @@ def achieved(model_dir: Path, s: C.Settings) -> dict:
                          torch.randn(len(out)))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     kwargs = dict(pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2, eps_high=0.2, beta=0.0,
-                  loss_agg="token-mean", max_len=s.new_tokens, temperature=1.0, max_grad_norm=1.0)
+                  loss_agg="token-mean", max_len=s.new_tokens, temperature=1.0, max_grad_norm=1.0, bf16=bf16)
     policy_update(model, opt, batch, **kwargs)  # warm-up
     laps: dict = {}
-    policy_update(model, opt, batch, timings=laps, **kwargs)
+    stats = policy_update(model, opt, batch, timings=laps, **kwargs)
     update_s = laps["forward"] + laps["backward"]
-    trained = batch.n_tokens + sum(len(p) for p in batch.prompt_ids)
+    trained = stats["forward_tokens"]
     return {"parameters": n_params, "rollout_gflops": 2 * n_params * generated / rollout_s / 1e9,
             "rollout_tokens_per_s": generated / rollout_s, "update_gflops": 6 * n_params * trained / update_s / 1e9,
             "update_tokens_per_s": trained / update_s, "decode_rows": len(out), "trained_tokens": trained}
@@ -85,28 +88,31 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--threads", type=int, nargs="+", default=[1], help="0 = every core this process may use")
     p.add_argument("--new-tokens", type=int, default=128)
-    p.add_argument("--model-dir", type=Path, default=Path("/tmp/aha-bench-qwen2-3m"))
+    p.add_argument("--precision", nargs="+", choices=["fp32", "bf16-mixed"], default=["fp32", "bf16-mixed"])
+    p.add_argument("--model-dir", type=Path, default=Path("/tmp/aha-bench-qwen2-3m-words"))
     args = p.parse_args()
     s = C.Settings(new_tokens=args.new_tokens)
     model_dir = C.build_model(s, args.model_dir)
     from transformers import AutoConfig
 
     shapes = model_shapes(AutoConfig.from_pretrained(model_dir))
-    rows_update = s.prompts * s.group * (s.new_tokens + 8)
     results = []
-    for threads in args.threads:
-        threads = threads or len(os.sched_getaffinity(0))
+    for threads, precision in [(t, p) for t in args.threads for p in args.precision]:
+        threads = threads or (os.cpu_count() or 1)
         torch.set_num_threads(threads)
-        limit_update = matmul_rate(rows_update, shapes)
-        limit_decode = matmul_rate(s.prompts * s.group, shapes)
-        got = achieved(model_dir, s)
-        row = {"threads": threads, "matmul_gflops_update_shapes": limit_update,
+        bf16 = precision == "bf16-mixed"
+        got = achieved(model_dir, s, bf16)
+        rows_update = got["trained_tokens"]
+        dtype = torch.bfloat16 if bf16 else torch.float32
+        limit_update = matmul_rate(rows_update, shapes, dtype)
+        limit_decode = matmul_rate(s.prompts * s.group, shapes, dtype)
+        row = {"threads": threads, "precision": precision, "matmul_gflops_update_shapes": limit_update,
                "matmul_gflops_decode_shapes": limit_decode, **got,
                "update_fraction_of_limit": got["update_gflops"] / limit_update,
                "rollout_fraction_of_update_limit": got["rollout_gflops"] / limit_update,
                "rollout_fraction_of_decode_limit": got["rollout_gflops"] / limit_decode}
         results.append(row)
-        print(f"{threads} thread(s): matmul {limit_update:.0f} GFLOP/s at update shapes ({rows_update} rows), "
+        print(f"{threads} thread(s), {precision}: {dtype} matmul {limit_update:.0f} GFLOP/s at update shapes ({rows_update} rows), "
               f"{limit_decode:.0f} at decode shapes ({s.prompts * s.group} rows)\n"
               f"  update  {got['update_gflops']:.1f} GFLOP/s = {row['update_fraction_of_limit']:.0%} of the limit "
               f"({got['update_tokens_per_s']:.0f} tokens/s fwd+bwd)\n"

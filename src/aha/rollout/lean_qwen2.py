@@ -41,6 +41,15 @@ def supports(model) -> bool:
     )
 
 
+@dataclass
+class _Linear:
+    """Just what `_bias` reads of an nn.Linear (for the q projection with its bias rescaled)."""
+
+    out_features: int
+    bias: Tensor | None
+    weight: Tensor
+
+
 def _bias(*linears) -> Tensor | None:
     if all(lin.bias is None for lin in linears):
         return None
@@ -77,11 +86,16 @@ class LeanDecoder:
         self.lm_head, self.lm_bias = cast(model.lm_head.weight), cast(model.lm_head.bias)
         self.inv_freq = inner.rotary_emb.inv_freq.float()
         self.layers = []
+        # The softmax scale 1/√D is folded into the q projection (RoPE is linear, so it commutes):
+        # one multiply per layer and step less.
+        scale = self.head_dim**-0.5
         for layer in inner.layers:
             a, m = layer.self_attn, layer.mlp
+            q_bias = a.q_proj.bias * scale if a.q_proj.bias is not None else None
             self.layers.append(_Layer(*map(cast, (
                 layer.input_layernorm.weight,
-                torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), _bias(a.q_proj, a.k_proj, a.v_proj),
+                torch.cat([a.q_proj.weight * scale, a.k_proj.weight, a.v_proj.weight]),
+                _bias(_Linear(a.q_proj.out_features, q_bias, a.q_proj.weight), a.k_proj, a.v_proj),
                 a.o_proj.weight, a.o_proj.bias, layer.post_attention_layernorm.weight,
                 torch.cat([m.gate_proj.weight, m.up_proj.weight]), _bias(m.gate_proj, m.up_proj),
                 m.down_proj.weight, m.down_proj.bias,
@@ -113,7 +127,7 @@ class LeanDecoder:
         self.prompt_k, self.prompt_v = [], []  # per layer (B, Hkv, D, P) keys transposed, (B, Hkv, P, D)
         for layer in self.layers:
             q, k, v = self._qkv(layer, x, cos, sin)  # (B, H, P, D), (B, Hkv, P, D) ×2
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, enable_gqa=True)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attend, enable_gqa=True, scale=1.0)
             x = self._after_attention(layer, x, out)
             self.prompt_k.append(k.transpose(-1, -2).contiguous())
             self.prompt_v.append(v.contiguous())
@@ -193,7 +207,7 @@ class LeanDecoder:
         A, Hq, _, D = q.shape
         B, Hkv, P, n = self.prompts, self.kv_heads, prompt_k.shape[-1], self.n
         g = Hq // Hkv
-        q = q.reshape(A, Hkv, g, D) * D**-0.5
+        q = q.reshape(A, Hkv, g, D)  # already scaled by 1/√D (folded into the weights)
         full = A == B * n  # no row has left yet: rows are the (B·n) grid itself
         grid = q if full else q.new_zeros(B * n, Hkv, g, D).index_put_((self.slot,), q)
         grouped = grid.view(B, n, Hkv, g, D).transpose(1, 2).reshape(B, Hkv, n * g, D)
@@ -201,7 +215,7 @@ class LeanDecoder:
         if not full:
             prompt_scores = prompt_scores[self.slot]
         scores = torch.cat([prompt_scores, torch.matmul(q, k_t)], dim=-1) + bias  # (A, Hkv, g, P + L)
-        probs = torch.softmax(scores.float(), -1).to(v.dtype)
+        probs = torch.softmax(scores, -1)  # bf16 in, fp32 accumulation inside the kernel
         prompt_probs, own_probs = probs.split([P, probs.shape[-1] - P], dim=-1)
         out = torch.matmul(own_probs, v)  # (A, Hkv, g, D)
         grid = prompt_probs if full else prompt_probs.new_zeros(B * n, Hkv, g, P).index_put_((self.slot,), prompt_probs)
