@@ -58,7 +58,7 @@ def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
     from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
 
     model, tok = load_model_dir(model_dir)
-    prefer_fast_attention(model, bf16)
+    prefer_fast_attention(model, bf16, s.new_tokens)
     n_params = count_params(model, exclude_embeddings=False)
     problems = C.train_problems(s, 1)
     ids = [tok(C.prompt_text(p))["input_ids"] for p in problems]
@@ -73,7 +73,8 @@ def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
                          torch.randn(len(out)))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     kwargs = dict(pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2, eps_high=0.2, beta=0.0,
-                  loss_agg="token-mean", max_len=s.new_tokens, temperature=1.0, max_grad_norm=1.0, bf16=bf16)
+                  loss_agg="token-mean", max_len=s.new_tokens, temperature=1.0, max_grad_norm=1.0, bf16=bf16,
+                  micro_batch_tokens=16384)
     policy_update(model, opt, batch, **kwargs)  # warm-up
     laps: dict = {}
     stats = policy_update(model, opt, batch, timings=laps, **kwargs)

@@ -2,7 +2,7 @@
 
     PYTHONPATH=src .venv/bin/python bench/vs_trl.py                      # 128 new tokens
     PYTHONPATH=src .venv/bin/python bench/vs_trl.py --new-tokens 512 --rounds 1 --steps 2
-    PYTHONPATH=src .venv/bin/python bench/vs_trl.py --time-to-accuracy 0.3 --max-steps 60
+    PYTHONPATH=src .venv/bin/python bench/vs_trl.py --demo-base --time-to-accuracy 0.75 --max-steps 200 --eval-every 10
 
 TRL runs in its own venv (.bench-venv, created on first use: CPU torch first, then trl), as a
 subprocess; aha runs as another. Rounds alternate TRL and aha so a busy machine hurts both alike;
@@ -69,7 +69,7 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
     torch.manual_seed(s.seed)
     model, tok = load_model_dir(model_dir)
     bf16 = s.precision == "bf16-mixed"
-    prefer_fast_attention(model, bf16)
+    prefer_fast_attention(model, bf16, s.new_tokens)
     engine = TorchEngine(model, C.NoStopTokenizer(tok) if s.force_length else tok, bf16=bf16)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if s.beta > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)  # TRL's defaults
@@ -93,7 +93,8 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
         laps: dict = {}
         policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2,
                       eps_high=0.2, beta=s.beta, loss_agg="token-mean", max_len=s.new_tokens,
-                      temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps, bf16=bf16)
+                      temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps, bf16=bf16,
+                      micro_batch_tokens=16384)
         dt = time.perf_counter() - t0
         train_s += dt
         rec = {"step_s": dt, "generation_s": t1 - t0, "ref_s": laps.get("ref", 0.0), "forward_s": laps.get("forward", 0.0),
@@ -188,18 +189,25 @@ def step_time(args, s: C.Settings, model_dir: Path, bench_python: Path) -> dict:
 
 
 def time_to_accuracy(args, s: C.Settings, model_dir: Path, bench_python: Path) -> dict:
+    """Training seconds (evaluations excluded) until the held-out accuracy reaches the target: TRL
+    once, aha once per precision."""
     s = replace(s, force_length=False, new_tokens=args.accuracy_new_tokens)
-    common = [str(model_dir), s.to_json(), str(args.max_steps), "0", str(args.time_to_accuracy), str(args.eval_every)]
-    trl = run_worker(str(bench_python), [str(HERE / "_trl_worker.py"), *common])
-    aha = run_worker(sys.executable, [__file__, "--worker", "aha", *common])
+    tail = [str(args.max_steps), "0", str(args.time_to_accuracy), str(args.eval_every)]
+    runs = {"trl": run_worker(str(bench_python), [str(HERE / "_trl_worker.py"), str(model_dir), s.to_json(), *tail])}
+    for precision in args.precision_list:
+        s_p = replace(s, precision=precision)
+        runs[f"aha_{precision}"] = run_worker(sys.executable, [__file__, "--worker", "aha", str(model_dir), s_p.to_json(), *tail])
     out = {}
-    for name, res in (("trl", trl), ("aha", aha)):
+    for name, res in runs.items():
         accs = [(i + 1, r["accuracy"]) for i, r in enumerate(res["steps"]) if "accuracy" in r]
-        out[name] = {"seconds_to_target": res["seconds_to_target"], "train_s": res["train_s"], "accuracy_by_step": accs}
+        out[name] = {"seconds_to_target": res["seconds_to_target"], "train_s": res["train_s"], "accuracy_by_step": accs,
+                     "median_step_s": C.median([r["step_s"] for r in res["steps"]])}
         print(f"{name}: target {args.time_to_accuracy} reached after {res['seconds_to_target']} s of training "
-              f"(ran {res['train_s']:.0f} s); held-out accuracy by step {accs}", flush=True)
-    if trl["seconds_to_target"] and aha["seconds_to_target"]:
-        out["time_to_accuracy_ratio"] = aha["seconds_to_target"] / trl["seconds_to_target"]
+              f"(ran {res['train_s']:.0f} s, median step {out[name]['median_step_s']:.2f} s); "
+              f"held-out accuracy by step {accs}", flush=True)
+        if name != "trl" and res["seconds_to_target"] and runs["trl"]["seconds_to_target"]:
+            out[f"time_to_accuracy_ratio_{name}"] = res["seconds_to_target"] / runs["trl"]["seconds_to_target"]
+            print(f"{name}/TRL time to target: {out[f'time_to_accuracy_ratio_{name}']:.3f}", flush=True)
     return out
 
 
@@ -216,6 +224,8 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--accuracy-new-tokens", type=int, default=64)
     p.add_argument("--precision", choices=["bf16-mixed", "fp32"], default="bf16-mixed", help="aha's side")
+    p.add_argument("--demo-base", action="store_true",
+                   help="the demo's shipped base and settings (16 prompts × 8, β 0) instead of the 3 M bench model")
     p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "aha-bench-qwen2-3m-words")
     args, rest = p.parse_known_args()
     if args.worker:
@@ -227,7 +237,15 @@ def main() -> None:
         return aha_worker(model_dir, settings, int(rest[2]), int(rest[3]), target, eval_every)
 
     s = C.Settings(new_tokens=args.new_tokens, precision=args.precision)
-    model_dir = C.build_model(s, args.model_dir)
+    args.precision_list = [args.precision] if "--precision" in sys.argv else ["fp32", "bf16-mixed"]
+    if args.demo_base:
+        from aha.config import PretrainConfig, TaskConfig
+        from aha.models.loading import shipped_base_dir
+
+        model_dir = shipped_base_dir(PretrainConfig(), TaskConfig())
+        s = replace(s, prompts=16, group=8, beta=0.0, compact_template=True)
+    else:
+        model_dir = C.build_model(s, args.model_dir)
     bench_python = ensure_bench_venv()
     print(f"settings: {s.to_json()}", flush=True)
     result: dict = {"settings": {**asdict(s), "trl": TRL_SPEC, "rounds": args.rounds, "steps": args.steps}}

@@ -149,3 +149,28 @@ def test_bf16_update_tracks_fp32(policy, monkeypatch):
     assert s16["entropy"] == pytest.approx(s32["entropy"], rel=2e-2)
     assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.98
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+@pytest.mark.parametrize("share", [False, True])
+def test_micro_batches_respect_row_and_token_caps(policy, share):
+    """Every row lands in exactly one micro-batch; groups stay whole when shared; a micro-batch
+    exceeds a cap only when it holds a single row or group."""
+    _, tok = policy
+    batch = _grouped_batch(tok, groups=5, group=4, prompt_lengths=(5, 9, 3, 7, 6))
+    for rows_cap, token_cap in [(8, None), (64, 40), (3, 25), (64, 1)]:
+        micro = update._micro_batches(batch, rows_cap, tok.pad_token_id, "cpu", share, token_cap)
+        rows = sorted(i for m in micro for i in m.rows)
+        assert rows == list(range(len(batch.prompt_ids)))
+        for m in micro:
+            units = {tuple(batch.prompt_ids[i]) for i in m.rows} if share else set(m.rows)
+            padded = m.tokens.numel() + (m.prompt_ids.numel() if share else m.ids.numel() - m.tokens.numel())
+            if len(units) > 1:
+                assert len(m.rows) <= rows_cap
+                if token_cap is not None and not share:
+                    assert m.ids.numel() <= token_cap
+                if token_cap is not None and share:
+                    assert padded <= token_cap
+        if share:  # a prompt's rows are never split across micro-batches unless the group exceeds the row cap
+            for prompt in {tuple(p) for p in batch.prompt_ids}:
+                holders = [k for k, m in enumerate(micro) if any(tuple(batch.prompt_ids[i]) == prompt for i in m.rows)]
+                assert len(holders) == 1 or rows_cap < 4

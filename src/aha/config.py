@@ -83,6 +83,7 @@ class GRPOConfig:
     prompts_per_step: int = 16  # global: changes the algorithm
     group_size: int = 8  # G samples per prompt; global
     micro_batch_size: int = 64  # per device: speed/memory only; accumulation is derived
+    micro_batch_tokens: int = 16384  # and at most this many padded tokens per micro-batch (speed/memory only)
     lr: float = 1e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0

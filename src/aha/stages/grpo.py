@@ -71,7 +71,7 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         ledger = CostLedger.from_dict(state["cost"])
-    prefer_fast_attention(model, cfg.model.precision == "bf16-mixed")
+    prefer_fast_attention(model, cfg.model.precision == "bf16-mixed", cfg.rollout.max_new_tokens)
     ref_model = _frozen_copy(model) if g.beta > 0 else None  # beta 0 loads no reference
     if ref_model is not None and resume_from is not None and (resume_from / "reference").exists():
         ref_model.load_state_dict(torch.load(resume_from / "reference" / "weights.pt", weights_only=True))
@@ -142,6 +142,7 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
         mu=g.mu, eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta, loss_agg=g.loss_agg,
         max_len=cfg.rollout.max_new_tokens, temperature=max(cfg.rollout.temperature, 1e-6),
         max_grad_norm=g.max_grad_norm, ref_model=t.ref_model, bf16=cfg.model.precision == "bf16-mixed",
+        micro_batch_tokens=g.micro_batch_tokens,
     )
     t.scheduler.step()
     t.engine.load_weights(t.model.state_dict())  # on-policy sync (the torch engine shares the module: no-op)

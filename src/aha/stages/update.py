@@ -12,6 +12,8 @@ from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl
 
 # Causal LMs whose logits are exactly lm_head(last_hidden_state): the completion-only head applies.
 FAST_HEAD_TYPES = ("qwen2", "llama", "qwen3", "mistral")
+# Up to this many new tokens, bf16 updates on CPU use eager attention (see prefer_fast_attention).
+EAGER_ATTENTION_MAX_TOKENS = 256
 
 
 @dataclass
@@ -119,22 +121,37 @@ def _prompt_groups(batch: RolloutBatch, cap: int) -> list[list[int]]:
     return [rows[k : k + cap] for rows in by_prompt.values() for k in range(0, len(rows), cap)]
 
 
-def _micro_batches(batch: RolloutBatch, micro_batch_size: int, pad_id: int, device, share_prompts: bool) -> list[_Micro]:
-    """Length-sorted micro-batches of ≤ micro_batch_size rows, whose losses add up to the batch's.
-    With `share_prompts`, whole prompt groups go together and each prompt is computed once."""
+def _micro_batches(batch: RolloutBatch, micro_batch_size: int, pad_id: int, device, share_prompts: bool,
+                   micro_batch_tokens: int | None = None) -> list[_Micro]:
+    """Length-sorted micro-batches of ≤ micro_batch_size rows and (when given) ≤ micro_batch_tokens
+    padded tokens — whichever binds first, at least one row or group each — whose losses add up to
+    the batch's. With `share_prompts`, whole prompt groups go together and each prompt runs once.
+    A token cap keeps long sequences' activations small enough to stay fast: at 64 × (91 + 512)
+    tokens, bf16, 1 thread, 16- or 32-row micro-batches update in 12–14 s, one 64-row batch in 17 s."""
     def length(i: int) -> int:
         return len(batch.prompt_ids[i]) + len(batch.completion_ids[i])
 
-    if not share_prompts:
-        order = sorted(range(len(batch.completion_ids)), key=length)
-        return [_plain_micro(batch, order[k : k + micro_batch_size], pad_id, device)
-                for k in range(0, len(order), micro_batch_size)]
-    groups = sorted(_prompt_groups(batch, micro_batch_size), key=lambda g: max(length(i) for i in g))
+    units = ([[i] for i in sorted(range(len(batch.completion_ids)), key=length)] if not share_prompts
+             else sorted(_prompt_groups(batch, micro_batch_size), key=lambda g: max(length(i) for i in g)))
+
+    def cost(unit_list: list[list[int]]) -> int:  # padded tokens of a micro-batch
+        rows = [i for u in unit_list for i in u]
+        comp = max(len(batch.completion_ids[i]) for i in rows)
+        if share_prompts:
+            return len(rows) * comp + len(unit_list) * max(len(batch.prompt_ids[u[0]]) for u in unit_list)
+        return len(rows) * max(length(i) for i in rows)
+
     packed: list[list[list[int]]] = [[]]
-    for group in groups:
-        if packed[-1] and sum(map(len, packed[-1])) + len(group) > micro_batch_size:
-            packed.append([])
-        packed[-1].append(group)
+    for unit in units:
+        grown = packed[-1] + [unit]
+        too_many = sum(map(len, grown)) > micro_batch_size
+        too_long = micro_batch_tokens is not None and cost(grown) > micro_batch_tokens
+        if packed[-1] and (too_many or too_long):
+            packed.append([unit])
+        else:
+            packed[-1] = grown
+    if not share_prompts:
+        return [_plain_micro(batch, [i for u in units_ for i in u], pad_id, device) for units_ in packed]
     return [_shared_micro(batch, groups_, pad_id, device) for groups_ in packed]
 
 
@@ -190,11 +207,12 @@ def completion_logits_shared(model, prompt_ids, prompt_mask, owner, tokens):
     return model.lm_head(torch.cat([first[:, None], hidden], dim=1))  # (N, Tc, V)
 
 
-def prefer_fast_attention(model, bf16: bool) -> None:
-    """bf16 on CPU: explicit matmul attention ("eager") instead of SDPA, whose CPU flash kernel is
-    slow in bf16, backward above all (update of 64 × (91 + 128) tokens, 3.3 M Qwen2, 1 thread:
-    2.75 → 2.25 s, backward 1.47 → 1.05 s; fp32 is unchanged either way, so it keeps SDPA)."""
-    if (bf16 and next(model.parameters()).device.type == "cpu"
+def prefer_fast_attention(model, bf16: bool, max_new_tokens: int) -> None:
+    """bf16 on CPU with short completions: explicit matmul attention ("eager") instead of SDPA,
+    whose CPU flash kernel is slow in bf16, backward above all. Measured on a 3.3 M Qwen2, 64 ×
+    (91 + n) tokens, 1 thread: n = 128, update 2.1–2.4 s eager vs 2.5–3.3 s SDPA; n = 512, 14–16 s
+    eager vs 12–14 s SDPA (eager's full score matrices stop fitting in cache). fp32: SDPA either way."""
+    if (bf16 and max_new_tokens <= EAGER_ATTENTION_MAX_TOKENS and next(model.parameters()).device.type == "cpu"
             and getattr(model.config, "_attn_implementation", None) == "sdpa"):
         model.set_attn_implementation("eager")
 
@@ -207,7 +225,7 @@ def _autocast(device, bf16: bool):
 def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_batch_size: int,
                   mu: int, eps_low: float, eps_high: float, beta: float, loss_agg: str, max_len: int,
                   temperature: float, max_grad_norm: float, ref_model=None, timings: dict | None = None,
-                  bf16: bool = False, share_prompts: bool | None = None) -> dict:
+                  bf16: bool = False, share_prompts: bool | None = None, micro_batch_tokens: int | None = None) -> dict:
     """μ optimizer steps on one batch of rollouts; returns the metrics. `timings`, when given, is
     filled with seconds spent in the reference forward, the loss forward and the backward (+ step).
     `share_prompts` (default: whenever a prompt repeats and the architecture allows) computes each
@@ -219,7 +237,7 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
         share_prompts = (getattr(model.config, "model_type", None) in FAST_HEAD_TYPES
                          and len({tuple(p) for p in batch.prompt_ids}) < n_seqs)
     # Built once: the reference pass and all μ inner updates read the same tensors.
-    micro = _micro_batches(batch, micro_batch_size, pad_id, device, share_prompts)
+    micro = _micro_batches(batch, micro_batch_size, pad_id, device, share_prompts, micro_batch_tokens)
     ref = None
     if beta > 0:
         with torch.no_grad(), _autocast(device, bf16):
