@@ -15,10 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback  # noqa: E402
+from transformers import AutoModelForCausalLM, TrainerCallback  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 import _common as C  # noqa: E402
+from aha.models.loading import load_tokenizer  # noqa: E402
 
 
 def main() -> None:
@@ -26,15 +27,22 @@ def main() -> None:
     target = float(sys.argv[5]) if len(sys.argv) > 5 else None
     eval_every = int(sys.argv[6]) if len(sys.argv) > 6 else 0
     torch.set_num_threads(settings.threads)
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    # aha's loader: transformers 5's AutoTokenizer would re-tokenize this custom tokenizer with
+    # Qwen2's pre-tokenizer (see aha.models.loading.load_tokenizer) — other ids than the model knows.
+    tok = load_tokenizer(Path(model_dir))
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     problems = C.train_problems(settings, steps + warmup)
     data = Dataset.from_dict({"prompt": [C.prompt_text(p) for p in problems], "idx": list(range(len(problems)))})
 
-    def reward(completions, idx, **_):
+    ends = {tok.eos_token_id, tok.pad_token_id}
+
+    def reward(completions, idx, completion_ids, **_):
+        # TRL decodes with skip_special_tokens=True, which drops the R1 tags (special tokens here) and
+        # would score every completion 0; decode the ids as aha's engine does (tags kept, EOS not).
+        texts = [tok.decode(_strip_end(ids, ends), skip_special_tokens=False) for ids in completion_ids]
         # TRL truncation flags are not passed to reward functions; forced-length runs score as untruncated.
-        return C.rewards(completions, [problems[i] for i in idx], [False] * len(completions), settings.new_tokens)
+        return C.rewards(texts, [problems[i] for i in idx], [False] * len(texts), settings.new_tokens)
 
     stop = tok.encode("</answer>", add_special_tokens=False)
     gen_kwargs = ({"min_new_tokens": settings.new_tokens} if settings.force_length
@@ -77,6 +85,13 @@ def main() -> None:
     trainer.train()
     C.emit({"side": "trl", "steps": records[warmup:], "peak_rss_mb": C.peak_rss_mb(),
             "seconds_to_target": state["reached"], "train_s": state["train_s"]})
+
+
+def _strip_end(ids, ends: set) -> list[int]:
+    ids = list(ids)
+    while ids and ids[-1] in ends:
+        ids.pop()
+    return ids
 
 
 def _instrument(trainer) -> dict:

@@ -114,13 +114,14 @@ def rollout_worker(model_dir: str, s: C.Settings, repeats: int):
     """aha's engine (bf16 and fp32) vs transformers' `generate` (fp32, its fastest here, and bf16
     weights) on the same model and batch, every completion forced to full length, in alternation."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from aha.models.loading import load_tokenizer
     from aha.rollout import SamplingParams
     from aha.rollout.torch_engine import TorchEngine
 
     torch.set_num_threads(s.threads)
-    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok = load_tokenizer(Path(model_dir))  # not AutoTokenizer: see aha.models.loading.load_tokenizer
     tok.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     model_bf16 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()

@@ -174,3 +174,11 @@ def test_micro_batches_respect_row_and_token_caps(policy, share):
             for prompt in {tuple(p) for p in batch.prompt_ids}:
                 holders = [k for k, m in enumerate(micro) if any(tuple(batch.prompt_ids[i]) == prompt for i in m.rows)]
                 assert len(holders) == 1 or rows_cap < 4
+
+
+def test_prompt_sharing_only_where_exact(policy):
+    model, _ = policy
+    assert update.can_share_prompts(model)  # Qwen2 with use_sliding_window = False
+    windowed = copy.deepcopy(model)
+    windowed.config.use_sliding_window, windowed.config.sliding_window = True, 16
+    assert not update.can_share_prompts(windowed)

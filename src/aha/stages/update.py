@@ -207,6 +207,14 @@ def completion_logits_shared(model, prompt_ids, prompt_mask, owner, tokens):
     return model.lm_head(torch.cat([first[:, None], hidden], dim=1))  # (N, Tc, V)
 
 
+def can_share_prompts(model) -> bool:
+    """The shared-prompt forward needs the completion-only head and full attention everywhere: a
+    sliding-window cache may drop prompt K/V that the per-row forward would still attend to."""
+    cfg = model.config
+    sliding = getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True)
+    return getattr(cfg, "model_type", None) in FAST_HEAD_TYPES and not sliding
+
+
 def prefer_fast_attention(model, bf16: bool, max_new_tokens: int) -> None:
     """bf16 on CPU with short completions: explicit matmul attention ("eager") instead of SDPA,
     whose CPU flash kernel is slow in bf16, backward above all. Measured on a 3.3 M Qwen2, 64 ×
@@ -234,8 +242,7 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
     device = next(model.parameters()).device
     n_seqs, n_tokens = len(batch.completion_ids), batch.n_tokens
     if share_prompts is None:
-        share_prompts = (getattr(model.config, "model_type", None) in FAST_HEAD_TYPES
-                         and len({tuple(p) for p in batch.prompt_ids}) < n_seqs)
+        share_prompts = can_share_prompts(model) and len({tuple(p) for p in batch.prompt_ids}) < n_seqs
     # Built once: the reference pass and all μ inner updates read the same tensors.
     micro = _micro_batches(batch, micro_batch_size, pad_id, device, share_prompts, micro_batch_tokens)
     ref = None
