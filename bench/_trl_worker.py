@@ -47,6 +47,15 @@ def main() -> None:
     stop = tok.encode("</answer>", add_special_tokens=False)
     gen_kwargs = ({"min_new_tokens": settings.new_tokens} if settings.force_length
                   else {"eos_token_id": [tok.eos_token_id, *stop]})
+    trl_tok = tok
+    if not settings.force_length and len(stop) == 1:
+        # TRL masks a completion after the first `processing_class.eos_token_id` only; a row stopped
+        # by another id (here `</answer>`, where aha's engine stops) would train on the pads after
+        # it — the policy then learns to pad and collapses. So `</answer>` is TRL's EOS.
+        # (A second tokenizer object: the held-out evaluation keeps the real EOS.)
+        trl_tok = load_tokenizer(Path(model_dir))
+        trl_tok.padding_side = "left"
+        trl_tok.eos_token = "</answer>"
     args = GRPOConfig(
         output_dir="/tmp/aha-bench-trl", use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
         per_device_train_batch_size=settings.prompts * settings.group, num_generations=settings.group,
@@ -57,7 +66,7 @@ def main() -> None:
         save_strategy="no", report_to="none", seed=settings.seed, shuffle_dataset=False,
         dataloader_num_workers=0, generation_kwargs=gen_kwargs, disable_tqdm=True,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=tok)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=data, processing_class=trl_tok)
     phases = _instrument(trainer)
     records, state = [], {"train_s": 0.0, "reached": None}
 

@@ -58,7 +58,7 @@ def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
     from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
 
     model, tok = load_model_dir(model_dir)
-    prefer_fast_attention(model, bf16, s.new_tokens)
+    prefer_fast_attention(model, bf16)
     n_params = count_params(model, exclude_embeddings=False)
     problems = C.train_problems(s, 1)
     ids = [tok(C.prompt_text(p))["input_ids"] for p in problems]

@@ -69,7 +69,7 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
     torch.manual_seed(s.seed)
     model, tok = load_model_dir(model_dir)
     bf16 = s.precision == "bf16-mixed"
-    prefer_fast_attention(model, bf16, s.new_tokens)
+    prefer_fast_attention(model, bf16)
     engine = TorchEngine(model, C.NoStopTokenizer(tok) if s.force_length else tok, bf16=bf16)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if s.beta > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)  # TRL's defaults

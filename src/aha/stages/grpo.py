@@ -71,7 +71,7 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
         ledger = CostLedger.from_dict(state["cost"])
-    prefer_fast_attention(model, cfg.model.precision == "bf16-mixed", cfg.rollout.max_new_tokens)
+    prefer_fast_attention(model, cfg.model.precision == "bf16-mixed")
     ref_model = _frozen_copy(model) if g.beta > 0 else None  # beta 0 loads no reference
     if ref_model is not None and resume_from is not None and (resume_from / "reference").exists():
         ref_model.load_state_dict(torch.load(resume_from / "reference" / "weights.pt", weights_only=True))

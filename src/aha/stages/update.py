@@ -12,8 +12,6 @@ from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl
 
 # Causal LMs whose logits are exactly lm_head(last_hidden_state): the completion-only head applies.
 FAST_HEAD_TYPES = ("qwen2", "llama", "qwen3", "mistral")
-# Up to this many new tokens, bf16 updates on CPU use eager attention (see prefer_fast_attention).
-EAGER_ATTENTION_MAX_TOKENS = 256
 
 
 @dataclass
@@ -215,14 +213,15 @@ def can_share_prompts(model) -> bool:
     return getattr(cfg, "model_type", None) in FAST_HEAD_TYPES and not sliding
 
 
-def prefer_fast_attention(model, bf16: bool, max_new_tokens: int) -> None:
-    """bf16 on CPU with short completions: explicit matmul attention ("eager") instead of SDPA,
-    whose CPU flash kernel is slow in bf16, backward above all. Measured on a 3.3 M Qwen2, 64 ×
-    (91 + n) tokens, 1 thread: n = 128, update 2.1–2.4 s eager vs 2.5–3.3 s SDPA; n = 512, 14–16 s
-    eager vs 12–14 s SDPA (eager's full score matrices stop fitting in cache). fp32: SDPA either way."""
-    if (bf16 and max_new_tokens <= EAGER_ATTENTION_MAX_TOKENS and next(model.parameters()).device.type == "cpu"
+def prefer_fast_attention(model, bf16: bool) -> None:
+    """bf16 on CPU: attention through `aha.models.cpu_attention` instead of SDPA, whose CPU flash
+    kernel is slow in bf16 (update of 64 × (91 + 128) tokens on a 3.3 M Qwen2, 1 thread: 2.75 →
+    2.25 s). fp32 and GPUs keep their attention."""
+    if (bf16 and next(model.parameters()).device.type == "cpu"
             and getattr(model.config, "_attn_implementation", None) == "sdpa"):
-        model.set_attn_implementation("eager")
+        from aha.models import cpu_attention
+
+        model.set_attn_implementation(cpu_attention.register())
 
 
 def _autocast(device, bf16: bool):

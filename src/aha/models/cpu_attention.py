@@ -1,0 +1,64 @@
+"""Attention for bf16 training on CPU, registered with transformers as `aha_cpu_bf16`.
+
+PyTorch's CPU flash kernel (what `sdpa` runs) is slow in bf16, its backward above all. Measured per
+layer, forward + backward, 4 query / 2 KV heads of 64, 1 thread:
+
+| shape (rows × queries × keys) | SDPA bf16 | SDPA fp32 | explicit matmuls bf16 |
+| --- | --- | --- | --- |
+| 64 × 127 × 218 (R1-Zero prompt + 128 new tokens) | 0.152 s | 0.107 s | **0.092 s** |
+| 24 × 511 × 602 (+ 512 new tokens) | 0.563 s | **0.404 s** | 0.684 s |
+
+So short sequences get explicit bf16 matmuls (the score matrix is small), long ones the flash kernel
+in fp32 (no score matrix at all). Both compute the same attention; only rounding differs.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
+
+NAME = "aha_cpu_bf16"
+# Queries × keys per head up to which the explicit matmuls win (between the two measured shapes).
+EXPLICIT_MAX_SCORES = 96 * 1024
+
+
+def cpu_bf16_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """transformers' attention signature: q (B, H, q, D), k/v (B, Hkv, k, D), `attention_mask` a bool
+    (B, 1, q, k) mask (True = attend) or None for plain causal; returns ((B, q, H, D), None)."""
+    if query.shape[2] * key.shape[2] <= EXPLICIT_MAX_SCORES:
+        return _explicit(query, key, value, attention_mask, scaling), None
+    with torch.autocast(query.device.type, enabled=False):  # autocast would cast SDPA back to bf16
+        out, _ = sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask,
+                                        dropout=dropout, scaling=scaling, **kwargs)
+    return out.to(query.dtype), None
+
+
+def _explicit(query, key, value, mask, scaling):
+    B, H, q, D = query.shape
+    Hkv, k = key.shape[1], key.shape[2]
+    g = H // Hkv
+    scale = D**-0.5 if scaling is None else scaling
+    # Grouped-query heads as extra query rows of their KV head (head h reads KV head h // g), so
+    # K/V are never repeated in memory.
+    scores = torch.matmul(query.reshape(B, Hkv, g * q, D), key.transpose(-1, -2)).view(B, Hkv, g, q, k) * scale
+    if mask is None:  # causal, the q queries being the last q of the k positions
+        mask = torch.ones(q, k, dtype=torch.bool, device=query.device).tril(diagonal=k - q)
+    else:
+        mask = mask[:, :, None]  # (B, 1, 1, q, k)
+    # The dtype's lowest value, not -inf: a row with nothing to attend (a left-pad query) then gets
+    # uniform weights instead of NaN, which would spread through the pad's K/V.
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype).view(B, Hkv, g * q, k)
+    out = torch.matmul(probs, value).view(B, H, q, D)
+    return out.transpose(1, 2).contiguous()
+
+
+def register() -> str:
+    """Make `model.set_attn_implementation(NAME)` available; idempotent."""
+    AttentionInterface.register(NAME, cpu_bf16_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return NAME
+
+
