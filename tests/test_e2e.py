@@ -70,10 +70,11 @@ def test_grpo_changes_every_parameter_and_writes_the_run(tmp_path, tiny_model_di
     assert CliRunner().invoke(app, ["report", str(tmp_path / "nothing-here")]).exit_code == 2
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model_dir):
-    assert zero(tmp_path, tiny_model_dir, "grpo.steps=4", "run.name=straight").exit_code == 0
-    assert zero(tmp_path, tiny_model_dir, "grpo.steps=2", "run.name=split").exit_code == 0
-    resumed = zero(tmp_path, tiny_model_dir, "grpo.steps=4", resume=tmp_path / "split")
+@pytest.mark.parametrize("extra", [(), ("model.precision=bf16-mixed", "grpo.beta=0.04")], ids=["fp32", "bf16-mixed"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model_dir, extra):
+    assert zero(tmp_path, tiny_model_dir, "grpo.steps=4", "run.name=straight", *extra).exit_code == 0
+    assert zero(tmp_path, tiny_model_dir, "grpo.steps=2", "run.name=split", *extra).exit_code == 0
+    resumed = zero(tmp_path, tiny_model_dir, "grpo.steps=4", *extra, resume=tmp_path / "split")
     assert resumed.exit_code == 0, resumed.output
     a, b = weights(tmp_path / "straight" / "checkpoint-4"), weights(tmp_path / "split" / "checkpoint-4")
     assert all(torch.equal(a[k], b[k]) for k in a)
