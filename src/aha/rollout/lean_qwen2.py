@@ -3,9 +3,9 @@
 Why not the module's own forward: at rollout shapes (64 rows × 1 token, hidden 256) a transformers
 decoder step is dominated by Python and mask/cache bookkeeping, not by its matmuls. This forward
 reads the same weights (q/k/v and gate/up fused into one matmul each, snapshotted per `generate`
-call so it always samples from the current policy), keeps each prompt's K/V once for its samples and
-the generated K/V in a buffer grown a chunk at a time and written in place, and does per layer: 3 matmuls + attention + a handful of
-elementwise ops. Results equal the module's forward within float tolerance; tests check greedy
+call so it always samples from the current policy, in bf16 when asked), keeps each prompt's K/V
+once for all its samples and the generated K/V in buffers grown a chunk at a time and written in
+place, and does per layer: 4 matmuls + attention + a handful of elementwise ops. Results equal the module's forward within float tolerance; tests check greedy
 decoding token for token against naive no-cache generation.
 
 Only plain Qwen2/Llama configs are taken (default RoPE, SiLU MLP, no sliding window); anything else
@@ -139,9 +139,9 @@ class LeanDecoder:
         # Generated K/V, per row; grown CACHE_CHUNK columns at a time, -inf bias on unfilled columns.
         self.max_new = max_new
         capacity = min(max_new, CACHE_CHUNK)
-        C = self.kv_heads
-        self.k = [x.new_zeros(rows, C, self.head_dim, capacity) for _ in self.layers]
-        self.v = [x.new_zeros(rows, C, capacity, self.head_dim) for _ in self.layers]
+        Hkv = self.kv_heads
+        self.k = [x.new_zeros(rows, Hkv, self.head_dim, capacity) for _ in self.layers]
+        self.v = [x.new_zeros(rows, Hkv, capacity, self.head_dim) for _ in self.layers]
         self.bias = torch.full((rows, capacity), float("-inf"), dtype=x.dtype, device=ids.device)
         self.pos = pos[:, -1].repeat_interleave(n) + 1  # (B·n,) position of the next token
         self.filled = 0  # generated columns written
