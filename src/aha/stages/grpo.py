@@ -26,7 +26,6 @@ from aha.observe.metrics import behaviour_metrics
 from aha.observe.monitors import RunMonitor
 from aha.rewards import combine, get_reward
 from aha.rollout import SamplingParams, make_engine
-from aha.stages.evaluate import evaluate
 from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
 from aha.tasks import get_task
 from aha.template import build_prompt
