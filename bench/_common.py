@@ -81,18 +81,6 @@ def rewards(texts: list[str], problems: list, truncated: list[bool], max_new: in
                    lengths=lengths, max_new_tokens=max_new).total
 
 
-class NoStopTokenizer:
-    """The tokenizer with EOS hidden from the engine: completions run to max_new_tokens."""
-
-    def __init__(self, tokenizer):
-        self._tok = tokenizer
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-    eos_token_id = -1
-
-
 @torch.no_grad()
 def held_out_accuracy(model, tokenizer, n: int = 64, k: int = 2, seed: int = 12345) -> float:
     """Sampled (T=0.6, top-p 0.95) accuracy on a fixed held-out set: the same code for both sides."""

@@ -62,8 +62,8 @@ def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
     n_params = count_params(model, exclude_embeddings=False)
     problems = C.train_problems(s, 1)
     ids = [tok(C.prompt_text(p))["input_ids"] for p in problems]
-    engine = TorchEngine(model, C.NoStopTokenizer(tok), bf16=bf16)
-    params = SamplingParams(max_new_tokens=s.new_tokens, seed=0)
+    engine = TorchEngine(model, tok, bf16=bf16)
+    params = SamplingParams(max_new_tokens=s.new_tokens, seed=0, ignore_eos=True)
     engine.generate(ids, params, n=s.group)  # warm-up
     t0 = time.perf_counter()
     out = engine.generate(ids, params, n=s.group)

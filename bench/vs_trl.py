@@ -70,7 +70,7 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
     model, tok = load_model_dir(model_dir)
     bf16 = s.precision == "bf16-mixed"
     prefer_fast_attention(model, bf16)
-    engine = TorchEngine(model, C.NoStopTokenizer(tok) if s.force_length else tok, bf16=bf16)
+    engine = TorchEngine(model, tok, bf16=bf16)
     ref = copy.deepcopy(model).eval().requires_grad_(False) if s.beta > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)  # TRL's defaults
     problems = C.train_problems(s, steps + warmup)
@@ -80,7 +80,8 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
         t0 = time.perf_counter()
         chunk = problems[step * s.prompts : (step + 1) * s.prompts]
         prompt_ids = [tok(C.prompt_text(p))["input_ids"] for p in chunk]
-        params = SamplingParams(max_new_tokens=s.new_tokens, temperature=s.temperature, stop_token_ids=stops, seed=step)
+        params = SamplingParams(max_new_tokens=s.new_tokens, temperature=s.temperature, stop_token_ids=stops, seed=step,
+                                ignore_eos=s.force_length)
         completions = engine.generate(prompt_ids, params, n=s.group)
         t1 = time.perf_counter()
         texts = [c.text for c in completions]
@@ -91,15 +92,15 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
                              [c.logprobs for c in completions], advantages)
         t2 = time.perf_counter()
         laps: dict = {}
-        policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2,
-                      eps_high=0.2, beta=s.beta, loss_agg="token-mean", max_len=s.new_tokens,
-                      temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps, bf16=bf16,
-                      micro_batch_tokens=16384)
+        stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2,
+                              eps_high=0.2, beta=s.beta, loss_agg="token-mean", max_len=s.new_tokens,
+                              temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps,
+                              bf16=bf16, micro_batch_tokens=16384)
         dt = time.perf_counter() - t0
         train_s += dt
         rec = {"step_s": dt, "generation_s": t1 - t0, "ref_s": laps.get("ref", 0.0), "forward_s": laps.get("forward", 0.0),
                "backward_s": laps.get("backward", 0.0), "other_s": t2 - t1, "tokens": batch.n_tokens,
-               "trained_tokens": batch.n_tokens + sum(len(p) for p in batch.prompt_ids)}
+               "trained_tokens": stats["forward_tokens"]}  # prompts once per group
         records.append(rec)
         if target is not None and eval_every and (step + 1) % eval_every == 0:
             rec["accuracy"] = C.held_out_accuracy(model, tok)
@@ -127,8 +128,7 @@ def rollout_worker(model_dir: str, s: C.Settings, repeats: int):
     model_bf16 = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).eval()
     problems = C.train_problems(s, 1)
     ids = [tok(C.prompt_text(p))["input_ids"] for p in problems]
-    engines = {"aha_bf16": TorchEngine(model, C.NoStopTokenizer(tok), bf16=True),
-               "aha_fp32": TorchEngine(model, C.NoStopTokenizer(tok), bf16=False)}
+    engines = {"aha_bf16": TorchEngine(model, tok, bf16=True), "aha_fp32": TorchEngine(model, tok, bf16=False)}
     enc = tok([C.prompt_text(p) for p in problems for _ in range(s.group)], return_tensors="pt", padding=True)
     n_tokens = s.prompts * s.group * s.new_tokens
 
@@ -137,9 +137,8 @@ def rollout_worker(model_dir: str, s: C.Settings, repeats: int):
             m.generate(**enc, do_sample=True, max_new_tokens=s.new_tokens, min_new_tokens=s.new_tokens, top_k=0,
                        temperature=s.temperature, pad_token_id=tok.pad_token_id)
 
-    runs = {**{name: (lambda e=e, r=0: e.generate(ids, SamplingParams(max_new_tokens=s.new_tokens,
-                                                                        temperature=s.temperature, seed=r), n=s.group))
-               for name, e in engines.items()},
+    params = SamplingParams(max_new_tokens=s.new_tokens, temperature=s.temperature, ignore_eos=True)
+    runs = {**{name: (lambda e=e: e.generate(ids, params, n=s.group)) for name, e in engines.items()},
             "generate_fp32": lambda: hf(model), "generate_bf16": lambda: hf(model_bf16)}
     tps: dict[str, list[float]] = {name: [] for name in runs}
     for r in range(repeats + 1):  # the first round warms up

@@ -134,24 +134,12 @@ def test_restores_training_mode(setup):
     model.eval()
 
 
-class _NoEos:
-    """The tokenizer with EOS hidden from the engine, so generation runs to max_new_tokens."""
-
-    def __init__(self, tok):
-        self._tok = tok
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
-
-    eos_token_id = -1
-
-
 @pytest.mark.parametrize("lean", BACKENDS)
 def test_greedy_matches_naive_past_cache_growth(setup, lean):
     """150 new tokens: the lean cache grows twice (64-column chunks) and must stay exact."""
     model, tok, prompts = setup
-    out = TorchEngine(model, _NoEos(tok), lean=lean).generate(
-        prompts[:2], SamplingParams(max_new_tokens=150, temperature=0), n=1)
+    out = TorchEngine(model, tok, lean=lean).generate(
+        prompts[:2], SamplingParams(max_new_tokens=150, temperature=0, ignore_eos=True), n=1)
     for c in out:
         assert len(c.ids) == 150
         assert c.ids == naive_greedy(model, prompts[c.prompt_index], 150, set())
@@ -164,10 +152,10 @@ def test_bf16_rollout_samples_the_fp32_policy(setup, lean):
     from aha.stages.update import RolloutBatch, policy_update
 
     model, tok, prompts = setup
-    params = SamplingParams(max_new_tokens=100, temperature=1.0, seed=1)
+    params = SamplingParams(max_new_tokens=100, temperature=1.0, seed=1, ignore_eos=True)
     gaps = {}
     for bf16 in (False, True):
-        out = TorchEngine(model, _NoEos(tok), lean=lean, bf16=bf16).generate(prompts, params, n=4)
+        out = TorchEngine(model, tok, lean=lean, bf16=bf16).generate(prompts, params, n=4)
         assert all(len(c.ids) == 100 for c in out)
         batch = RolloutBatch([prompts[c.prompt_index] for c in out], [c.ids for c in out],
                              [c.logprobs for c in out], torch.zeros(len(out)))
@@ -179,3 +167,13 @@ def test_bf16_rollout_samples_the_fp32_policy(setup, lean):
         gaps[bf16] = stats["rollout_logprob_gap"]
     assert gaps[False] < 1e-4  # fp32 sampler and fp32 trainer: the same numbers
     assert 1e-4 < gaps[True] < 0.05, gaps
+
+
+@pytest.mark.parametrize("lean", BACKENDS)
+def test_ignore_eos_runs_every_sample_to_the_budget(setup, lean):
+    model, tok, prompts = setup
+    params = SamplingParams(max_new_tokens=30, temperature=1.0, seed=2)
+    stopped = TorchEngine(model, tok, lean=lean).generate(prompts, params, n=2)
+    assert any(c.finish_reason == "stop" for c in stopped)  # the tiny base does end on EOS
+    forced = TorchEngine(model, tok, lean=lean).generate(prompts, SamplingParams(**{**params.__dict__, "ignore_eos": True}), n=2)
+    assert all(len(c.ids) == 30 and c.finish_reason == "length" for c in forced)

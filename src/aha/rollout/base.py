@@ -13,6 +13,7 @@ class SamplingParams:
     top_p: float = 1.0
     stop_token_ids: tuple[int, ...] = ()  # besides EOS; e.g. the id of "</answer>"
     seed: int = 0
+    ignore_eos: bool = False  # run every sample to max_new_tokens (benchmarks; as vLLM's ignore_eos)
 
     def __post_init__(self):
         if self.max_new_tokens < 1:

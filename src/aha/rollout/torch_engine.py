@@ -65,7 +65,7 @@ class TorchEngine(RolloutEngine):
         live = torch.ones(total, dtype=torch.bool, device=device)
         tokens = torch.full((total, steps), -1, dtype=torch.long, device=device)  # -1 = not generated
         logps = torch.zeros((total, steps), device=device)
-        eos = self.tokenizer.eos_token_id
+        eos = None if params.ignore_eos else self.tokenizer.eos_token_id
         stops = torch.tensor([t for t in (eos, *params.stop_token_ids) if t is not None], device=device)
         for t in range(steps):
             token, logp = _sample(logits, params, generator)  # (A,), (A,)
