@@ -133,23 +133,24 @@ class LeanDecoder:
             self.prompt_v.append(v.contiguous())
         rows = B * n
         self.slot = torch.arange(rows, device=ids.device)  # each live row's place in the (B·n) grid
-        # -inf on prompt pads, per row (rows leave the batch, prompts stay).
-        self.prompt_bias = torch.zeros((B, P), dtype=x.dtype, device=ids.device).masked_fill(~mask.bool(), float("-inf"))
-        self.row_prompt_bias = self.prompt_bias.repeat_interleave(n, 0)  # (A, P)
-        # Generated K/V, per row; grown CACHE_CHUNK columns at a time, -inf bias on unfilled columns.
+        # Generated K/V, per row; grown CACHE_CHUNK columns at a time.
         self.max_new = max_new
         capacity = min(max_new, CACHE_CHUNK)
         Hkv = self.kv_heads
         self.k = [x.new_zeros(rows, Hkv, self.head_dim, capacity) for _ in self.layers]
         self.v = [x.new_zeros(rows, Hkv, capacity, self.head_dim) for _ in self.layers]
-        self.bias = torch.full((rows, capacity), float("-inf"), dtype=x.dtype, device=ids.device)
+        # Per row, over the prompt's columns then the generated ones: 0 where the row attends, -inf on
+        # prompt pads and on generated columns not written yet.
+        self.bias = torch.full((rows, P + capacity), float("-inf"), dtype=x.dtype, device=ids.device)
+        self.bias[:, :P].masked_fill_(mask.bool().repeat_interleave(n, 0), 0.0)
+        self.prompt_len = P
         self.pos = pos[:, -1].repeat_interleave(n) + 1  # (B·n,) position of the next token
         self.filled = 0  # generated columns written
         return self._logits(x[:, -1]).repeat_interleave(n, 0)
 
     def _grow(self) -> None:
         """Room for CACHE_CHUNK more columns: one copy of the cache every CACHE_CHUNK steps."""
-        more = min(CACHE_CHUNK, self.max_new - self.bias.shape[1])
+        more = min(CACHE_CHUNK, self.max_new - self.k[0].shape[-1])
         self.k = [torch.cat([c, c.new_zeros(*c.shape[:-1], more)], dim=-1) for c in self.k]
         self.v = [torch.cat([c, c.new_zeros(c.shape[0], c.shape[1], more, c.shape[3])], dim=2) for c in self.v]
         self.bias = torch.cat([self.bias, self.bias.new_full((self.bias.shape[0], more), float("-inf"))], dim=1)
@@ -176,12 +177,12 @@ class LeanDecoder:
     def step(self, token: Tensor) -> Tensor:  # (A,) -> (A, V)
         """Append one token per row; K/V are written in place at the next free column."""
         col = self.filled
-        if col == self.bias.shape[1]:
+        if col == self.k[0].shape[-1]:
             self._grow()
-        self.bias[:, col] = 0.0
+        self.bias[:, self.prompt_len + col] = 0.0
         x = F.embedding(token[:, None], self.embed)  # (A, 1, C)
         cos, sin = self.cos[self.pos][:, None, None], self.sin[self.pos][:, None, None]  # (A, 1, 1, D)
-        bias = torch.cat([self.row_prompt_bias, self.bias], dim=-1)[:, None, None, :]  # (A, 1, 1, P + capacity)
+        bias = self.bias[:, None, None, :]  # (A, 1, 1, P + capacity)
         for layer, prompt_k, prompt_v, cache_k, cache_v in zip(self.layers, self.prompt_k, self.prompt_v, self.k, self.v):
             q, k, v = self._qkv(layer, x, cos, sin)
             cache_k[..., col] = k[:, :, 0]
@@ -230,7 +231,7 @@ class LeanDecoder:
         self.k = [c[keep] for c in self.k]
         self.v = [c[keep] for c in self.v]
         self.bias, self.pos = self.bias[keep], self.pos[keep]
-        self.slot, self.row_prompt_bias = self.slot[keep], self.row_prompt_bias[keep]
+        self.slot = self.slot[keep]
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
