@@ -53,7 +53,7 @@ class TorchEngine(RolloutEngine):
 
     def _generate_chunk(self, prompts, params: SamplingParams, n: int, offset: int, generator) -> list[Completion]:
         device = next(self.model.parameters()).device
-        ids, mask = _left_pad(prompts, self.tokenizer.pad_token_id, device)  # (B, P)
+        ids, mask = left_pad(prompts, self.tokenizer.pad_token_id, device)  # (B, P)
         # Both backends offer prefill(ids, mask, n, max_new) / step(token) / select(keep).
         if self.lean:
             backend = lean_qwen2.LeanDecoder(self.model, torch.bfloat16 if self.bf16 else None)
@@ -138,7 +138,8 @@ class _ModuleBackend:
         self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), each (B, P): prompts right-aligned so that what follows starts at one column."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)

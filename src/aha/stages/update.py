@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs
+from aha.rollout.torch_engine import left_pad
 
 # Causal LMs whose logits are exactly lm_head(last_hidden_state): the completion-only head applies.
 FAST_HEAD_TYPES = ("qwen2", "llama", "qwen3", "mistral")
@@ -97,18 +98,12 @@ def _shared_micro(batch: RolloutBatch, groups: list[list[int]], pad_id: int, dev
     """Rows of one prompt are adjacent; each prompt is laid out once, left-padded so that every
     completion starts at the same column."""
     rows = [i for group in groups for i in group]
-    prompts = [batch.prompt_ids[group[0]] for group in groups]
-    width = max(len(p) for p in prompts)
-    prompt_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for g, prompt in enumerate(prompts):
-        prompt_ids[g, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-        prompt_mask[g, width - len(prompt) :] = 1
-    owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g) for g in groups]))
+    prompt_ids, prompt_mask = left_pad([batch.prompt_ids[group[0]] for group in groups], pad_id, device)
+    owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor([len(g) for g in groups])).to(device)
     tokens, mask, old = _completion_tensors(batch, rows)
     padded = bool((prompt_mask == 0).any())
-    return _Micro(rows, tokens.to(device), mask.to(device), old.to(device), prompt_ids=prompt_ids.to(device),
-                  prompt_mask=prompt_mask.to(device) if padded else None, owner=owner.to(device))
+    return _Micro(rows, tokens.to(device), mask.to(device), old.to(device), prompt_ids=prompt_ids,
+                  prompt_mask=prompt_mask if padded else None, owner=owner)
 
 
 def _prompt_groups(batch: RolloutBatch, cap: int) -> list[list[int]]:
