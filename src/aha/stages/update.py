@@ -1,5 +1,6 @@
 """One GRPO policy update on a batch of rollouts: μ optimizer steps, each over length-sorted
-micro-batches whose losses add up to the full-batch loss, each prompt computed once per group."""
+micro-batches whose losses add up to the full-batch loss, each prompt computed once per group and,
+for the decoders `aha.stages.unpadded` covers, no linear layer run on a pad."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs
 from aha.rollout.torch_engine import left_pad
+from aha.stages import unpadded
 
 # Causal LMs whose logits are exactly lm_head(last_hidden_state): the completion-only head applies.
 FAST_HEAD_TYPES = ("qwen2", "llama", "qwen3", "mistral")
@@ -74,6 +76,15 @@ class _Micro:
     prompt_ids: torch.Tensor | None = None  # (Gm, P)
     prompt_mask: torch.Tensor | None = None  # (Gm, P); None when no prompt is padded
     owner: torch.Tensor | None = None  # (N,) index into prompt_ids
+
+    def logprobs(self, model, temperature: float, entropy: bool = False):
+        """Log-probs (N, Tc) of the completion tokens and, if asked, their entropies (detached)."""
+        if self.prompt_ids is not None and unpadded.supports(model):
+            return unpadded.completion_logprobs_unpadded(model, self.prompt_ids, self.prompt_mask, self.owner,
+                                                         self.tokens, self.mask, temperature, entropy)
+        logits = self.logits(model)
+        ent = entropy_from_logits(logits.detach(), temperature) if entropy else None
+        return token_logprobs(logits, self.tokens, temperature), ent
 
     def logits(self, model) -> torch.Tensor:
         if self.prompt_ids is not None:
@@ -236,13 +247,16 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
     device = next(model.parameters()).device
     n_seqs, n_tokens = len(batch.completion_ids), batch.n_tokens
     if share_prompts is None:
-        share_prompts = can_share_prompts(model) and len({tuple(p) for p in batch.prompt_ids}) < n_seqs
+        # The grouped layout pays when a prompt repeats (it runs once) and, where the unpadded
+        # forward applies, even when none does (no matmul on a pad).
+        repeats = len({tuple(p) for p in batch.prompt_ids}) < n_seqs
+        share_prompts = can_share_prompts(model) and (repeats or unpadded.supports(model))
     # Built once: the reference pass and all μ inner updates read the same tensors.
     micro = _micro_batches(batch, micro_batch_size, pad_id, device, share_prompts, micro_batch_tokens)
     ref = None
     if beta > 0:
         with torch.no_grad(), _autocast(device, bf16):
-            ref = [token_logprobs(m.logits(ref_model), m.tokens, temperature) for m in micro]
+            ref = [m.logprobs(ref_model, temperature)[0] for m in micro]
     clock.lap("ref")
     model.train()
     stats = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0, "rollout_logprob_gap": 0.0,
@@ -251,8 +265,7 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
         optimizer.zero_grad(set_to_none=True)
         for m, mb in enumerate(micro):
             with _autocast(device, bf16):
-                logits = mb.logits(model)
-            logp = token_logprobs(logits, mb.tokens, temperature)
+                logp, entropy = mb.logprobs(model, temperature, entropy=True)
             # With one update per batch the policy that sampled is the one being trained: the ratio
             # is exactly 1 (its gradient is A·∇log π), as in TRL. Taking the rollout's own log-probs
             # instead would turn any sampler/trainer numeric gap (bf16, another kernel) into spurious
@@ -272,7 +285,7 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
             with torch.no_grad():
                 stats["loss"] += loss.item() / mu
                 stats["clip_frac"] += float((clipped.float() * mb.mask).sum()) / n_tokens / mu
-                stats["entropy"] += float((entropy_from_logits(logits.detach(), temperature) * mb.mask).sum()) / n_tokens / mu
+                stats["entropy"] += float((entropy * mb.mask).sum()) / n_tokens / mu
             clock.lap("backward")
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         stats["grad_norm"] += float(grad_norm) / mu

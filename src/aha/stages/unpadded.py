@@ -1,0 +1,156 @@
+"""The update's forward with no work on padding: completion log-probs for a micro-batch of prompt
+groups, every linear layer (q/k/v/o, MLP, LM head) run only on real tokens.
+
+Why: RL completions differ in length — in the demo a group's samples run 10 to 60 tokens — and a
+padded (rows × longest) layout spends most of its matmuls on pads (2.5–3× the real tokens in the
+demo's steps). Here the tokens of the whole micro-batch are one flat (T, C) sequence for everything
+that is per token; only attention goes back to a padded (rows × keys) layout, built per layer by an
+index copy, because its keys are per row. Each prompt is computed once for its group, and its K/V
+are read by all the group's completions (as `update.completion_logits_shared` does through the
+model's cache).
+
+It calls the model's own modules (norms, projections, `q_norm`/`k_norm` where present, rotary
+embedding, MLP, head), so weights, biases and RoPE variants are the model's; only the layer's
+wiring is restated here, for the decoder families in `SUPPORTED_TYPES`. Tests check log-probs and
+gradients against the model's own padded forward.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import Tensor
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+from aha.algo.losses import entropy_from_logits, token_logprobs
+
+# Decoders whose layer is exactly: x += o(attn(rope(q(norm1 x)), rope(k(..)), v(..))); x += mlp(norm2 x).
+SUPPORTED_TYPES = ("qwen2", "llama", "qwen3", "mistral")
+# Attention implementations this forward can call with a boolean (rows, 1, queries, keys) mask.
+MASKABLE_ATTENTION = ("sdpa", "eager", "aha_cpu_bf16")
+
+
+def supports(model) -> bool:
+    cfg = model.config
+    sliding = getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True)
+    return (getattr(cfg, "model_type", None) in SUPPORTED_TYPES and not sliding
+            and getattr(cfg, "_attn_implementation", None) in MASKABLE_ATTENTION)
+
+
+def _attention_fn(model):
+    if model.config._attn_implementation == "aha_cpu_bf16":
+        from aha.models.cpu_attention import cpu_bf16_attention
+
+        return cpu_bf16_attention
+    # eager's own function wants an additive float mask; SDPA computes the same softmax(qkᵀ)v.
+    return sdpa_attention_forward
+
+
+def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor | None, owner: Tensor,
+                                 tokens: Tensor, mask: Tensor, temperature: float = 1.0,
+                                 entropy: bool = False) -> tuple[Tensor, Tensor | None]:
+    """prompt_ids (G, P) left-padded (prompt_mask (G, P), None = no pads), owner (N,) the prompt of
+    each completion, tokens/mask (N, Tc) right-padded completions -> log-probs (N, Tc) of the
+    completion tokens at `temperature` (0 on pads), and their entropies (N, Tc, detached) if asked."""
+    inner, device = model.model, tokens.device
+    n_rows, comp_width = tokens.shape
+    n_prompts, prompt_width = prompt_ids.shape
+    prompt_real = torch.ones_like(prompt_ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.bool()
+    # Inputs: each prompt, then completion tokens 0..len-2 (the last one predicts nothing we score).
+    comp_real = mask[:, 1:].bool()  # (N, Tc-1): input slot j holds token j, which predicts token j+1
+    prompts = _Block(prompt_real)
+    comps = _Block(comp_real)
+    n_prompt_tokens = prompts.n_tokens
+    ids = torch.cat([prompts.take(prompt_ids), comps.take(tokens[:, :-1])])
+    prompt_len = prompt_real.sum(-1)
+    positions = torch.cat([
+        prompts.take((prompt_real.cumsum(-1) - 1).clamp(min=0)),
+        comps.take(prompt_len[owner][:, None] + torch.arange(comp_width - 1, device=device)),
+    ])
+
+    # Masks (True = attend). A prompt's left pads attend only to themselves, so no softmax row is
+    # empty; their outputs are never read, and no real query attends to them.
+    causal_p = torch.ones(prompt_width, prompt_width, dtype=torch.bool, device=device).tril()
+    eye_p = torch.eye(prompt_width, dtype=torch.bool, device=device)
+    prompt_attn = ((causal_p & prompt_real[:, None, :]) | eye_p)[:, None]  # (G, 1, P, P)
+    causal_c = torch.ones(comp_width - 1, comp_width - 1, dtype=torch.bool, device=device).tril()
+    comp_attn = torch.cat([prompt_real[owner][:, None, :].expand(-1, comp_width - 1, -1),
+                           causal_c.expand(n_rows, -1, -1)], dim=-1)[:, None]  # (N, 1, Tc-1, P+Tc-1)
+
+    x = inner.embed_tokens(ids)  # (T, C)
+    cos, sin = inner.rotary_emb(x[None], positions[None])
+    cos, sin = cos[0], sin[0]  # (T, D)
+    attention = _attention_fn(model)
+    for layer in inner.layers:
+        attn = layer.self_attn
+        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        h = layer.input_layernorm(x)
+        q = attn.q_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, H, D)
+        k = attn.k_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, Hkv, D)
+        v = attn.v_proj(h).view(h.shape[0], -1, attn.head_dim)
+        if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = rope(q, k, cos, sin, unsqueeze_dim=1)
+
+        pq, pk, pv = (prompts.pad(t[:n_prompt_tokens]) for t in (q, k, v))
+        dropout = attn.attention_dropout if attn.training else 0.0
+        p_out, _ = attention(attn, pq, pk, pv, prompt_attn, dropout=dropout, scaling=attn.scaling)  # (G, P, H, D)
+        outs = [prompts.gather(p_out)]
+        if comp_width > 1:
+            cq, ck, cv = (comps.pad(t[n_prompt_tokens:]) for t in (q, k, v))
+            keys, values = torch.cat([pk[owner], ck], dim=2), torch.cat([pv[owner], cv], dim=2)
+            c_out, _ = attention(attn, cq, keys, values, comp_attn, dropout=dropout, scaling=attn.scaling)
+            outs.append(comps.gather(c_out))
+        x = x + attn.o_proj(torch.cat(outs).flatten(1))
+        x = x + layer.mlp(layer.post_attention_layernorm(x))
+    x = inner.norm(x)
+
+    # Completion token 0 is predicted by its prompt's last position (left-padded: column P-1);
+    # token j+1 by input slot j.
+    last_prompt = x[:n_prompt_tokens].view(n_prompts, prompt_width, -1)[:, -1] if prompts.dense else \
+        x[prompt_len.cumsum(0) - 1]  # (G, C): prompts come first, each one's tokens in order
+    logits = model.lm_head(torch.cat([last_prompt[owner], x[n_prompt_tokens:]]))  # (N + t, V)
+    targets = torch.cat([tokens[:, 0], comps.take(tokens[:, 1:])])
+    comp_slots = comps.slots
+    # Where each logit's log-prob goes in the (N, Tc) output: column 0 of every row, then input
+    # slot (r, j) of the (N, Tc-1) layout scores column j+1.
+    slots = torch.cat([torch.arange(n_rows, device=device) * comp_width,
+                       comp_slots + comp_slots // max(comp_width - 1, 1) + 1])
+    picked = token_logprobs(logits, targets, temperature)
+    logp = picked.new_zeros(n_rows * comp_width).index_put((slots,), picked).view(n_rows, comp_width) * mask
+    ent = None
+    if entropy:
+        with torch.no_grad():
+            ent = logits.new_zeros(n_rows * comp_width, dtype=torch.float32).index_put(
+                (slots,), entropy_from_logits(logits.detach(), temperature)).view(n_rows, comp_width) * mask
+    return logp, ent
+
+
+# A block whose real tokens fill at least this share of its slots runs its pads too (harmless: masked
+# out of every real query's attention and of the loss), so that moving between the flat and the
+# padded layout is a view instead of two copies per tensor per layer.
+DENSE_FRACTION = 0.9
+
+
+class _Block:
+    """Where the real tokens of a padded (rows, width) block sit in the flat token sequence."""
+
+    def __init__(self, real: Tensor):
+        self.rows, self.width = real.shape
+        self.dense = bool(real.sum() >= DENSE_FRACTION * real.numel())
+        flat = real.flatten()
+        self.slots = torch.arange(flat.numel(), device=real.device) if self.dense else flat.nonzero().squeeze(1)
+        self.n_tokens = self.slots.numel()
+
+    def take(self, padded: Tensor) -> Tensor:  # (rows, width) -> (n_tokens,)
+        return padded.flatten() if self.dense else padded.flatten()[self.slots]
+
+    def pad(self, flat: Tensor) -> Tensor:  # (n_tokens, h, D) -> (rows, h, width, D), as attention takes it
+        if not self.dense:
+            flat = flat.new_zeros(self.rows * self.width, *flat.shape[1:]).index_copy(0, self.slots, flat)
+        return flat.view(self.rows, self.width, *flat.shape[1:]).transpose(1, 2)
+
+    def gather(self, out: Tensor) -> Tensor:  # attention's (rows, width, H, D) -> (n_tokens, H, D)
+        out = out.flatten(0, 1)
+        return out if self.dense else out.index_select(0, self.slots)

@@ -1,0 +1,136 @@
+"""The unpadded update forward gives the model's own padded forward's log-probs, entropies and
+gradients, for every decoder family it takes, with and without padding in either block."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+from aha.algo.losses import entropy_from_logits, token_logprobs
+from aha.stages import unpadded, update
+from aha.stages.update import RolloutBatch
+
+VOCAB = 64
+
+
+def _model(family: str, attention: str = "sdpa"):
+    torch.manual_seed(0)
+    common = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, attn_implementation=attention)
+    if family == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common, use_sliding_window=False)).eval()
+    if family == "qwen3":  # q_norm / k_norm on every head, explicit head_dim
+        return Qwen3ForCausalLM(Qwen3Config(**common, head_dim=16, use_sliding_window=False)).eval()
+    return LlamaForCausalLM(LlamaConfig(**common, attention_bias=True)).eval()  # biases on q/k/v/o
+
+
+def _batch(prompt_lengths, completion_lengths, group: int = 3, seed: int = 0) -> RolloutBatch:
+    g = torch.Generator().manual_seed(seed)
+    prompts, comps = [], []
+    for k, length in enumerate(prompt_lengths):
+        prompt = torch.randint(1, VOCAB, (length,), generator=g).tolist()
+        for j in range(group):
+            prompts.append(prompt)
+            comps.append(torch.randint(1, VOCAB, (completion_lengths[(k * group + j) % len(completion_lengths)],),
+                                       generator=g).tolist())
+    olds = [[-1.0] * len(c) for c in comps]
+    return RolloutBatch(prompts, comps, olds, torch.randn(len(prompts), generator=g))
+
+
+def _padded_reference(model, batch: RolloutBatch, rows: list[int], temperature: float):
+    """The model's own forward over right-padded prompt+completion rows."""
+    plain = update._plain_micro(batch, rows, 0, "cpu")
+    logits = update.completion_logits_plain(model, plain.ids, plain.attn, plain.starts, plain.tokens.shape[1])
+    return token_logprobs(logits, plain.tokens, temperature) * plain.mask, entropy_from_logits(logits, temperature), plain.mask
+
+
+def _compare(model, batch: RolloutBatch, temperature: float = 0.8):
+    micro = update._micro_batches(batch, 64, 0, "cpu", share_prompts=True)
+    assert len(micro) == 1
+    m = micro[0]
+    got, ent = unpadded.completion_logprobs_unpadded(model, m.prompt_ids, m.prompt_mask, m.owner, m.tokens, m.mask,
+                                                      temperature, entropy=True)
+    want, want_ent, mask = _padded_reference(model, batch, m.rows, temperature)
+    width = got.shape[1]
+    assert want.shape[1] == width
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(ent, want_ent * mask, atol=2e-5, rtol=1e-5)
+    weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(1))
+    g_got = torch.autograd.grad((got * weights).sum(), list(model.parameters()), allow_unused=True)
+    g_want = torch.autograd.grad((want * weights).sum(), list(model.parameters()), allow_unused=True)
+    for a, b in zip(g_got, g_want):
+        if b is None:
+            assert a is None or not a.any()
+        else:
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+    assert any(b is not None and b.abs().sum() > 0 for b in g_want)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["pads-dropped", "pads-run"])
+@pytest.mark.parametrize("prompt_lengths", [(5, 5, 5), (4, 9, 6)], ids=["equal-prompts", "padded-prompts"])
+@pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3"])
+def test_unpadded_equals_padded_forward(family, prompt_lengths, dense, monkeypatch):
+    monkeypatch.setattr(unpadded, "DENSE_FRACTION", 0.0 if dense else 2.0)
+    _compare(_model(family), _batch(prompt_lengths, (1, 7, 3, 11, 5, 2)))
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_unpadded_under_each_attention(attention):
+    model = _model("qwen2", attention)
+    assert unpadded.supports(model)
+    _compare(model, _batch((3, 8), (6, 2, 9)))
+
+
+def test_single_token_completions():
+    """Every completion one token long: only the prompts' last positions are scored."""
+    _compare(_model("qwen2"), _batch((4, 7), (1,)))
+
+
+def test_one_prompt_per_row():
+    """Distinct prompts (G = 1) still take the unpadded layout."""
+    _compare(_model("llama"), _batch((3, 6, 4, 8), (5, 1, 9, 2), group=1))
+
+
+def test_bf16_attention_tracks_fp32():
+    """The bf16 CPU attention path, under autocast, stays within bf16 rounding of fp32."""
+    from aha.models import cpu_attention
+
+    model = _model("qwen2")
+    batch = _batch((4, 9), (3, 10, 6))
+    m = update._micro_batches(batch, 64, 0, "cpu", share_prompts=True)[0]
+    args = (m.prompt_ids, m.prompt_mask, m.owner, m.tokens, m.mask)
+    with torch.no_grad():
+        fp32, _ = unpadded.completion_logprobs_unpadded(model, *args)
+        fast = copy.deepcopy(model)
+        fast.set_attn_implementation(cpu_attention.register())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16, _ = unpadded.completion_logprobs_unpadded(fast, *args)
+    assert torch.isfinite(bf16).all()
+    assert (bf16 - fp32).abs().max() < 0.1
+    assert (bf16 - fp32).abs().mean() < 0.02
+
+
+def test_supports_only_what_it_restates():
+    assert unpadded.supports(_model("qwen2"))
+    windowed = _model("qwen2")
+    windowed.config.use_sliding_window, windowed.config.sliding_window = True, 16
+    assert not unpadded.supports(windowed)
+    flash = _model("qwen2")
+    flash.config._attn_implementation = "flash_attention_2"  # wants varlen arguments, not a mask
+    assert not unpadded.supports(flash)
+
+
+def test_policy_update_takes_the_unpadded_layout_without_repeated_prompts(monkeypatch):
+    """With one sample per prompt there is nothing to share, but the unpadded forward still pays."""
+    model = _model("qwen2")
+    calls = []
+    real = unpadded.completion_logprobs_unpadded
+    monkeypatch.setattr(unpadded, "completion_logprobs_unpadded", lambda *a, **k: calls.append(1) or real(*a, **k))
+    batch = _batch((3, 6, 4), (5, 2, 8), group=1)
+    update.policy_update(model, torch.optim.SGD(model.parameters(), lr=0.0), batch, pad_id=0, micro_batch_size=64, mu=1,
+                         eps_low=0.2, eps_high=0.2, beta=0.0, loss_agg="token-mean", max_len=16, temperature=1.0,
+                         max_grad_norm=1.0)
+    assert calls
