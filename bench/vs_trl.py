@@ -91,8 +91,8 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
         batch = RolloutBatch([prompt_ids[c.prompt_index] for c in completions], [c.ids for c in completions],
                              [c.logprobs for c in completions], advantages)
         t2 = time.perf_counter()
-        laps: dict = {}
-        stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2,
+        laps: dict = {}  # one micro-batch of all rows, as TRL's per_device_train_batch_size (tokens still capped)
+        stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=s.prompts * s.group, mu=1, eps_low=0.2,
                               eps_high=0.2, beta=s.beta, loss_agg="token-mean", max_len=s.new_tokens,
                               temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps,
                               bf16=bf16, micro_batch_tokens=16384)

@@ -6,12 +6,21 @@ import pytest
 import torch
 
 from aha.models.loading import load_model_dir, stop_token_ids
-from aha.rollout import SamplingParams
+from aha.rollout import SamplingParams, lean_qwen2
 from aha.rollout.torch_engine import TorchEngine
 from aha.tasks import get_task
 from aha.template import build_prompt
 
-BACKENDS = [True, False]  # lean static-cache forward, the module's own forward + DynamicCache
+# The lean static-cache forward (prompt K/V read through cascade attention, or copied into each
+# row's cache as it does for short prompts) and the module's own forward + DynamicCache.
+BACKENDS = ["cascade", "rows", "module"]
+
+
+@pytest.fixture(autouse=True)
+def _lean_attention(request, monkeypatch):
+    backend = request.node.callspec.params.get("lean") if hasattr(request.node, "callspec") else None
+    if backend in ("cascade", "rows"):
+        monkeypatch.setattr(lean_qwen2, "CASCADE_MIN_PROMPT", 0 if backend == "cascade" else 10**6)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,7 @@ def naive_greedy(model, prompt: list[int], max_new: int, stops: set[int]) -> lis
 def test_greedy_kv_cache_matches_naive(setup, lean):
     model, tok, prompts = setup
     stops = stop_token_ids(tok)
-    engine = TorchEngine(model, tok, lean=lean)
+    engine = TorchEngine(model, tok, lean=lean != "module")
     out = engine.generate(prompts, SamplingParams(max_new_tokens=40, temperature=0, stop_token_ids=stops), n=2)
     for c in out:
         expected = naive_greedy(model, prompts[c.prompt_index], 40, {tok.eos_token_id, *stops})
@@ -55,7 +64,7 @@ def test_lean_engine_is_the_default_for_qwen2(setup):
 @pytest.mark.parametrize("lean", BACKENDS)
 def test_grouped_ordering_and_shapes(setup, lean):
     model, tok, prompts = setup
-    out = TorchEngine(model, tok, lean=lean, max_batch=5).generate(prompts, SamplingParams(max_new_tokens=12), n=3)
+    out = TorchEngine(model, tok, lean=lean != "module", max_batch=5).generate(prompts, SamplingParams(max_new_tokens=12), n=3)
     assert [c.prompt_index for c in out] == [i for i in range(len(prompts)) for _ in range(3)]
     for c in out:
         assert 1 <= len(c.ids) <= 12 and len(c.logprobs) == len(c.ids)
@@ -71,7 +80,7 @@ def test_stop_tokens_end_completions(setup, lean):
     assert stops, "the embedded tokenizer has </answer> as one token"
     ends = {tok.eos_token_id, *stops}
     params = SamplingParams(max_new_tokens=48, stop_token_ids=stops, seed=1)
-    out = TorchEngine(model, tok, lean=lean).generate(prompts, params, n=8)
+    out = TorchEngine(model, tok, lean=lean != "module").generate(prompts, params, n=8)
     assert any(c.finish_reason == "stop" for c in out)
     for c in out:
         assert not ends & set(c.ids[:-1])  # nothing is generated past a stop
@@ -83,7 +92,7 @@ def test_stop_tokens_end_completions(setup, lean):
 @pytest.mark.parametrize("lean", BACKENDS)
 def test_same_seed_same_samples(setup, lean):
     model, tok, prompts = setup
-    engine = TorchEngine(model, tok, lean=lean)
+    engine = TorchEngine(model, tok, lean=lean != "module")
     a = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=7), n=4)
     b = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=7), n=4)
     c = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=8), n=4)
@@ -96,7 +105,7 @@ def test_same_seed_same_samples(setup, lean):
 def test_logprobs_equal_a_full_forward(setup, lean, temperature, top_p):
     model, tok, prompts = setup
     params = SamplingParams(max_new_tokens=24, temperature=temperature, top_p=top_p, seed=2)
-    for c in TorchEngine(model, tok, lean=lean).generate(prompts, params, n=3):
+    for c in TorchEngine(model, tok, lean=lean != "module").generate(prompts, params, n=3):
         seq = torch.tensor([prompts[c.prompt_index] + c.ids])
         with torch.no_grad():
             logits = model(input_ids=seq).logits[0, len(prompts[c.prompt_index]) - 1 : -1]  # (Tc, V)
@@ -138,7 +147,7 @@ def test_restores_training_mode(setup):
 def test_greedy_matches_naive_past_cache_growth(setup, lean):
     """150 new tokens: the lean cache grows twice (64-column chunks) and must stay exact."""
     model, tok, prompts = setup
-    out = TorchEngine(model, tok, lean=lean).generate(
+    out = TorchEngine(model, tok, lean=lean != "module").generate(
         prompts[:2], SamplingParams(max_new_tokens=150, temperature=0, ignore_eos=True), n=1)
     for c in out:
         assert len(c.ids) == 150
@@ -155,7 +164,7 @@ def test_bf16_rollout_samples_the_fp32_policy(setup, lean):
     params = SamplingParams(max_new_tokens=100, temperature=1.0, seed=1, ignore_eos=True)
     gaps = {}
     for bf16 in (False, True):
-        out = TorchEngine(model, tok, lean=lean, bf16=bf16).generate(prompts, params, n=4)
+        out = TorchEngine(model, tok, lean=lean != "module", bf16=bf16).generate(prompts, params, n=4)
         assert all(len(c.ids) == 100 for c in out)
         batch = RolloutBatch([prompts[c.prompt_index] for c in out], [c.ids for c in out],
                              [c.logprobs for c in out], torch.zeros(len(out)))
@@ -173,7 +182,7 @@ def test_bf16_rollout_samples_the_fp32_policy(setup, lean):
 def test_ignore_eos_runs_every_sample_to_the_budget(setup, lean):
     model, tok, prompts = setup
     params = SamplingParams(max_new_tokens=30, temperature=1.0, seed=2)
-    stopped = TorchEngine(model, tok, lean=lean).generate(prompts, params, n=2)
+    stopped = TorchEngine(model, tok, lean=lean != "module").generate(prompts, params, n=2)
     assert any(c.finish_reason == "stop" for c in stopped)  # the tiny base does end on EOS
-    forced = TorchEngine(model, tok, lean=lean).generate(prompts, SamplingParams(**{**params.__dict__, "ignore_eos": True}), n=2)
+    forced = TorchEngine(model, tok, lean=lean != "module").generate(prompts, SamplingParams(**{**params.__dict__, "ignore_eos": True}), n=2)
     assert all(len(c.ids) == 30 and c.finish_reason == "length" for c in forced)

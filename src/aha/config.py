@@ -82,7 +82,9 @@ class GRPOConfig:
     steps: int = 200
     prompts_per_step: int = 16  # global: changes the algorithm
     group_size: int = 8  # G samples per prompt; global
-    micro_batch_size: int = 64  # per device: speed/memory only; accumulation is derived
+    # Rows per forward/backward, per device: speed/memory only (accumulation is derived). The token
+    # cap below is what bounds memory; one micro-batch for the demo's 16 × 8 rows halves its kernels.
+    micro_batch_size: int = 128
     micro_batch_tokens: int = 16384  # and at most this many padded tokens per micro-batch (speed/memory only)
     lr: float = 1e-4
     weight_decay: float = 0.0
