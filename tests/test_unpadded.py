@@ -134,3 +134,20 @@ def test_policy_update_takes_the_unpadded_layout_without_repeated_prompts(monkey
                          eps_low=0.2, eps_high=0.2, beta=0.0, loss_agg="token-mean", max_len=16, temperature=1.0,
                          max_grad_norm=1.0)
     assert calls
+
+
+def test_idle_tokens_change_nothing(monkeypatch):
+    """bf16 on CPU rounds the flat length up with idle tokens; they must not touch any real one."""
+    model = _model("qwen2")
+    batch = _batch((4, 9), (3, 10, 6))
+    m = update._micro_batches(batch, 64, 0, "cpu", share_prompts=True)[0]
+    args = (model, m.prompt_ids, m.prompt_mask, m.owner, m.tokens, m.mask, 0.7)
+    plain, _ = unpadded.completion_logprobs_unpadded(*args)
+    monkeypatch.setattr(unpadded, "_reduced_precision_on_cpu", lambda model: True)
+    monkeypatch.setattr(unpadded, "TOKEN_BUCKET", 64)
+    rounded, _ = unpadded.completion_logprobs_unpadded(*args)
+    torch.testing.assert_close(rounded, plain, atol=1e-6, rtol=1e-6)
+    g_plain = torch.autograd.grad(plain.sum(), list(model.parameters()))
+    g_rounded = torch.autograd.grad(rounded.sum(), list(model.parameters()))
+    for a, b in zip(g_rounded, g_plain):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
