@@ -186,3 +186,27 @@ def test_ignore_eos_runs_every_sample_to_the_budget(setup, lean):
     assert any(c.finish_reason == "stop" for c in stopped)  # the tiny base does end on EOS
     forced = TorchEngine(model, tok, lean=lean != "module").generate(prompts, SamplingParams(**{**params.__dict__, "ignore_eos": True}), n=2)
     assert all(len(c.ids) == 30 and c.finish_reason == "length" for c in forced)
+
+
+@pytest.mark.parametrize("lean", BACKENDS)
+def test_bf16_row_rounding_keeps_samples(lean, monkeypatch):
+    """Finished rows kept to round the batch up (bf16 on CPU) are ignored: greedy decoding gives the
+    same completions. (Sampled ones differ: each row in the batch draws its own random number.)
+    On the shipped demo base, whose greedy answers end at different steps."""
+    from aha.config import PretrainConfig, TaskConfig
+    from aha.models.loading import shipped_base_dir
+    from aha.rollout import torch_engine
+
+    model, tok = load_model_dir(shipped_base_dir(PretrainConfig(), TaskConfig()))
+    prompts = [tok(build_prompt(p.question))["input_ids"] for p in get_task("division").problems("test", 24, seed=5)]
+    params = SamplingParams(max_new_tokens=48, temperature=0, stop_token_ids=stop_token_ids(tok))
+    runs = []
+    for bucket in (1, 8):
+        monkeypatch.setattr(torch_engine, "ROW_BUCKET_BF16_CPU", bucket)
+        runs.append(TorchEngine(model, tok, lean=lean != "module", bf16=True).generate(prompts, params))
+    lengths = [len(c.ids) for c in runs[0]]
+    # Rows finished at different steps, and the ones left were not a multiple of 8: rounding happened.
+    assert sum(n > min(lengths) for n in lengths) % 8 != 0
+    assert [(c.ids, c.finish_reason) for c in runs[1]] == [(c.ids, c.finish_reason) for c in runs[0]]
+    for a, b in zip(runs[0], runs[1]):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=0.05)

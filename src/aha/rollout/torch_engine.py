@@ -22,6 +22,10 @@ from aha.rollout.base import Completion, RolloutEngine, SamplingParams
 # whole cache, a decode step of a dead row costs ~2·N FLOPs, so dropping each finished row at once
 # (as before) spent more on copies than it saved once many rows finish at different steps.
 COMPACT_SHARE = 0.125
+# In bf16 on CPU the rows kept after a compaction are a multiple of this (finished rows fill up the
+# rest and are ignored): oneDNN keeps a primitive per bf16 matmul shape, and live-row counts are
+# otherwise new every step. 50 bf16 demo steps: peak RSS 1.30 → 1.01 GB, same time (16: no better).
+ROW_BUCKET_BF16_CPU = 8
 
 
 class TorchEngine(RolloutEngine):
@@ -77,8 +81,12 @@ class TorchEngine(RolloutEngine):
                 break
             if len(rows) - n_live >= max(1, int(len(rows) * COMPACT_SHARE)):  # finished rows leave
                 keep = live.nonzero().squeeze(-1)
-                backend.select(keep)
-                rows, live, token = rows[keep], live[keep], token[keep]
+                if self.bf16 and device.type == "cpu":  # finished rows fill up to a multiple (as many as there are)
+                    extra = -len(keep) % ROW_BUCKET_BF16_CPU
+                    keep = torch.cat([keep, (~live).nonzero().squeeze(-1)[:extra]]).sort().values
+                if len(keep) < len(rows):
+                    backend.select(keep)
+                    rows, live, token = rows[keep], live[keep], token[keep]
             logits = backend.step(token)
         lengths = (tokens >= 0).sum(-1)
         last = tokens.gather(1, (lengths - 1).clamp(min=0)[:, None]).squeeze(-1)
