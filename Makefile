@@ -30,6 +30,7 @@ test-all: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(BIN)/python bench/verify_speed.py
 	$(BIN)/python bench/limits.py --threads 1
+	$(BIN)/python bench/update_layouts.py
 	$(BIN)/python bench/vs_trl.py
 
 clean:

@@ -7,7 +7,8 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 from aha.algo.losses import entropy_from_logits, token_logprobs
 from aha.stages import unpadded, update
@@ -24,6 +25,8 @@ def _model(family: str, attention: str = "sdpa"):
         return Qwen2ForCausalLM(Qwen2Config(**common, use_sliding_window=False)).eval()
     if family == "qwen3":  # q_norm / k_norm on every head, explicit head_dim
         return Qwen3ForCausalLM(Qwen3Config(**common, head_dim=16, use_sliding_window=False)).eval()
+    if family == "mistral":  # taken only without its sliding window
+        return MistralForCausalLM(MistralConfig(**common, sliding_window=None)).eval()
     return LlamaForCausalLM(LlamaConfig(**common, attention_bias=True)).eval()  # biases on q/k/v/o
 
 
@@ -71,7 +74,7 @@ def _compare(model, batch: RolloutBatch, temperature: float = 0.8):
 
 @pytest.mark.parametrize("dense", [False, True], ids=["pads-dropped", "pads-run"])
 @pytest.mark.parametrize("prompt_lengths", [(5, 5, 5), (4, 9, 6)], ids=["equal-prompts", "padded-prompts"])
-@pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3"])
+@pytest.mark.parametrize("family", ["qwen2", "llama", "qwen3", "mistral"])
 def test_unpadded_equals_padded_forward(family, prompt_lengths, dense, monkeypatch):
     monkeypatch.setattr(unpadded, "DENSE_FRACTION", 0.0 if dense else 2.0)
     _compare(_model(family), _batch(prompt_lengths, (1, 7, 3, 11, 5, 2)))
