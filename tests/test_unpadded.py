@@ -154,3 +154,11 @@ def test_idle_tokens_change_nothing(monkeypatch):
     g_rounded = torch.autograd.grad(rounded.sum(), list(model.parameters()))
     for a, b in zip(g_rounded, g_plain):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("chunk", [2, 3, 100])
+def test_causal_query_chunks_change_nothing(monkeypatch, chunk):
+    """Long completions attend in query chunks, each cut at its last query's keys: same results."""
+    model = _model("qwen2")
+    monkeypatch.setattr(unpadded, "ATTENTION_CHUNK", chunk)
+    _compare(model, _batch((4, 9), (3, 13, 6, 11)))
