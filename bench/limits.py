@@ -69,8 +69,7 @@ def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
     out = engine.generate(ids, params, n=s.group)
     rollout_s = time.perf_counter() - t0
     generated = sum(len(c.ids) for c in out)
-    batch = RolloutBatch([ids[c.prompt_index] for c in out], [c.ids for c in out], [c.logprobs for c in out],
-                         torch.randn(len(out)))
+    batch = RolloutBatch.from_completions(ids, out, torch.randn(len(out)))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     kwargs = dict(pad_id=tok.pad_token_id, micro_batch_size=s.prompts * s.group, mu=1, eps_low=0.2, eps_high=0.2, beta=0.0,
                   loss_agg="token-mean", max_len=s.new_tokens, temperature=1.0, max_grad_norm=1.0, bf16=bf16,

@@ -45,8 +45,7 @@ def rollouts(which: str, bf16: bool):
     params = SamplingParams(max_new_tokens=s.new_tokens, seed=0, ignore_eos=s.force_length,
                             stop_token_ids=() if s.force_length else stop_token_ids(tok))
     out = TorchEngine(model, tok, bf16=bf16).generate(ids, params, n=s.group)
-    batch = RolloutBatch([ids[c.prompt_index] for c in out], [c.ids for c in out], [c.logprobs for c in out],
-                         torch.randn(len(out), generator=torch.Generator().manual_seed(0)))
+    batch = RolloutBatch.from_completions(ids, out, torch.randn(len(out), generator=torch.Generator().manual_seed(0)))
     return model, tok, batch, s
 
 

@@ -88,8 +88,7 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
         truncated = [False if s.force_length else c.truncated for c in completions]
         rewards = torch.tensor(C.rewards(texts, [chunk[c.prompt_index] for c in completions], truncated, s.new_tokens))
         advantages = compute_advantages("grpo", rewards, s.group)
-        batch = RolloutBatch([prompt_ids[c.prompt_index] for c in completions], [c.ids for c in completions],
-                             [c.logprobs for c in completions], advantages)
+        batch = RolloutBatch.from_completions(prompt_ids, completions, advantages)
         t2 = time.perf_counter()
         laps: dict = {}  # one micro-batch of all rows, as TRL's per_device_train_batch_size (tokens still capped)
         stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=s.prompts * s.group, mu=1, eps_low=0.2,

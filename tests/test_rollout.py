@@ -166,8 +166,7 @@ def test_bf16_rollout_samples_the_fp32_policy(setup, lean):
     for bf16 in (False, True):
         out = TorchEngine(model, tok, lean=lean != "module", bf16=bf16).generate(prompts, params, n=4)
         assert all(len(c.ids) == 100 for c in out)
-        batch = RolloutBatch([prompts[c.prompt_index] for c in out], [c.ids for c in out],
-                             [c.logprobs for c in out], torch.zeros(len(out)))
+        batch = RolloutBatch.from_completions(prompts, out, torch.zeros(len(out)))
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
         stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=64, mu=1, eps_low=0.2,
                               eps_high=0.2, beta=0.0, loss_agg="token-mean", max_len=100, temperature=1.0,

@@ -1,9 +1,12 @@
-"""The rollout contract every engine keeps (checked by one shared test suite)."""
+"""The rollout contract every engine keeps (checked by one shared test suite), and the left
+padding that engines and the update share."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,20 @@ class RolloutEngine(ABC):
     def load_weights(self, state_dict) -> None:
         """Bring the engine's copy of the policy up to date (on-policy sync). Engines that share the
         training module (the torch engine) have nothing to do."""
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), each (B, P): prompts right-aligned so that what follows starts at one column."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def left_pad_positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: real tokens at 0, 1, …; pads at 0 (never read)."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from aha.rollout.base import left_pad_positions
+
 SUPPORTED_TYPES = ("qwen2", "llama")
 # The cache grows by this many columns at a time (see `_attend_one` for why it is not sliced).
 CACHE_CHUNK = 64
@@ -125,7 +127,7 @@ class LeanDecoder:
         B, P = ids.shape
         self.prompts, self.n = B, n
         self._rope_tables(P + max_new, self.embed.dtype)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, P): left padding keeps real tokens at 0, 1, …
+        pos = left_pad_positions(mask)  # (B, P)
         causal = torch.ones(P, P, dtype=torch.bool, device=ids.device).tril()
         # Pad queries see themselves only, so no softmax row is empty (an all-masked row gives NaN K/V).
         attend = (causal & mask.bool()[:, None, None, :]) | torch.eye(P, dtype=torch.bool, device=ids.device)

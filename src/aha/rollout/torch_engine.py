@@ -16,7 +16,7 @@ import torch
 from transformers import DynamicCache
 
 from aha.rollout import lean_qwen2
-from aha.rollout.base import Completion, RolloutEngine, SamplingParams
+from aha.rollout.base import Completion, RolloutEngine, SamplingParams, left_pad, left_pad_positions
 
 # Compact the batch when at least this share of its rows has finished: a compaction copies the
 # whole cache, a decode step of a dead row costs ~2·N FLOPs, so dropping each finished row at once
@@ -122,7 +122,7 @@ class _ModuleBackend:
 
     def prefill(self, ids, mask, n: int, max_new: int):
         self.cache = DynamicCache()
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = left_pad_positions(mask)
         with self.autocast:
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                                 past_key_values=self.cache, use_cache=True).logits[:, -1]  # (B, V)
@@ -144,18 +144,6 @@ class _ModuleBackend:
     def select(self, keep):
         self.cache.batch_select_indices(keep)
         self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
-
-
-def left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, mask), each (B, P): prompts right-aligned so that what follows starts at one column."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, prompt in enumerate(prompts):
-        if prompt:
-            ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            mask[row, width - len(prompt) :] = 1
-    return ids.to(device), mask.to(device)
 
 
 def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -134,8 +134,7 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
     t.ledger.add("reward", seconds=timings["seconds/reward"])
 
     clock = time.time()
-    batch = RolloutBatch([prompt_ids[c.prompt_index] for c in completions], [c.ids for c in completions],
-                         [c.logprobs for c in completions], advantages)
+    batch = RolloutBatch.from_completions(prompt_ids, completions, advantages)
     update = policy_update(
         t.model, t.optimizer, batch, pad_id=t.tokenizer.pad_token_id, micro_batch_size=g.micro_batch_size,
         mu=g.mu, eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta, loss_agg=g.loss_agg,

@@ -24,6 +24,7 @@ from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from aha.algo.losses import entropy_from_logits, token_logprobs
+from aha.rollout.base import left_pad_positions
 
 # Decoders whose layer is exactly: x += o(attn(rope(q(norm1 x)), rope(k(..)), v(..))); x += mlp(norm2 x).
 SUPPORTED_TYPES = ("qwen2", "llama", "qwen3", "mistral")
@@ -31,10 +32,15 @@ SUPPORTED_TYPES = ("qwen2", "llama", "qwen3", "mistral")
 MASKABLE_ATTENTION = ("sdpa", "eager", "aha_cpu_bf16")
 
 
+def has_sliding_window(cfg) -> bool:
+    """A sliding-window layer may drop prompt K/V that a full forward would still attend to, so
+    neither the shared-prompt nor the unpadded layout is exact there."""
+    return getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True)
+
+
 def supports(model) -> bool:
     cfg = model.config
-    sliding = getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True)
-    return (getattr(cfg, "model_type", None) in SUPPORTED_TYPES and not sliding
+    return (getattr(cfg, "model_type", None) in SUPPORTED_TYPES and not has_sliding_window(cfg)
             and getattr(cfg, "_attn_implementation", None) in MASKABLE_ATTENTION)
 
 
@@ -65,7 +71,7 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     ids = torch.cat([prompts.take(prompt_ids), comps.take(tokens[:, :-1])])
     prompt_len = prompt_real.sum(-1)
     positions = torch.cat([
-        prompts.take((prompt_real.cumsum(-1) - 1).clamp(min=0)),
+        prompts.take(left_pad_positions(prompt_real.long())),
         comps.take(prompt_len[owner][:, None] + torch.arange(comp_width - 1, device=device)),
     ])
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs
-from aha.rollout.torch_engine import left_pad
+from aha.rollout.base import left_pad, left_pad_positions
 from aha.stages import unpadded
 
 # Causal LMs whose logits are exactly lm_head(last_hidden_state): the completion-only head applies.
@@ -25,6 +25,12 @@ class RolloutBatch:
     completion_ids: list[list[int]]
     old_logprobs: list[list[float]]  # from the rollout engine (the behaviour policy)
     advantages: torch.Tensor  # (B·G,)
+
+    @classmethod
+    def from_completions(cls, prompt_ids: list[list[int]], completions, advantages: torch.Tensor) -> "RolloutBatch":
+        """From a rollout engine's `Completion`s (each knowing its prompt's index) and their advantages."""
+        return cls([prompt_ids[c.prompt_index] for c in completions], [c.ids for c in completions],
+                   [c.logprobs for c in completions], advantages)
 
     @property
     def n_tokens(self) -> int:
@@ -62,7 +68,8 @@ def _completion_tensors(batch: RolloutBatch, rows: list[int]):
 
 @dataclass
 class _Micro:
-    """One micro-batch, laid out for one of the two forwards; `logits(model)` -> (N, Tc, V)."""
+    """One micro-batch, laid out for one of the forwards: `logprobs(model, T)` -> (N, Tc) picks the
+    unpadded forward where it applies, else `logits(model)` -> (N, Tc, V)."""
 
     rows: list[int]  # batch rows, in the order of the tensors below
     tokens: torch.Tensor  # (N, Tc) completion tokens, right-padded
@@ -193,7 +200,7 @@ def completion_logits_shared(model, prompt_ids, prompt_mask, owner, tokens):
     if prompt_mask is None:  # no padded prompt: plain causal attention everywhere, no mask to build
         prompt = inner(input_ids=prompt_ids, use_cache=True)
     else:
-        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        positions = left_pad_positions(prompt_mask)
         prompt = inner(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
     first = prompt.last_hidden_state[:, -1][owner]  # (N, C): predicts completion token 0
     if comp_width == 1:
@@ -215,8 +222,7 @@ def can_share_prompts(model) -> bool:
     """The shared-prompt forward needs the completion-only head and full attention everywhere: a
     sliding-window cache may drop prompt K/V that the per-row forward would still attend to."""
     cfg = model.config
-    sliding = getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True)
-    return getattr(cfg, "model_type", None) in FAST_HEAD_TYPES and not sliding
+    return getattr(cfg, "model_type", None) in FAST_HEAD_TYPES and not unpadded.has_sliding_window(cfg)
 
 
 def prefer_fast_attention(model, bf16: bool) -> None:
