@@ -63,3 +63,26 @@ def test_model_under_bf16_autocast_tracks_fp32(tiny_model_dir):
             bf16 = fast(input_ids=ids).logits.float()
     # bf16 keeps ~3 significant digits: logits agree to a few percent of their spread
     assert (bf16 - fp32).abs().mean() < 0.03 * fp32.std()
+
+
+def test_explicit_bf16_tracks_fp32_sdpa_with_gradients(monkeypatch):
+    """The bf16 branch (scale on the query, mask filled in place, softmax kept in bf16) matches fp32
+    SDPA on the same inputs — outputs and the gradients of q, k and v — to bf16 precision."""
+    monkeypatch.setattr(cpu_attention, "EXPLICIT_MAX_SCORES", 10**9)
+    q, k, v = _qkv(6, 10, seed=1)
+    mask = torch.ones(6, 10, dtype=torch.bool).tril(diagonal=4)[None, None].repeat(3, 1, 1, 1)
+    mask[2, :, :, :2] = False  # two left pads in row 2
+    upstream = torch.randn(3, 6, 4, 16, generator=torch.Generator().manual_seed(2))
+
+    def run(fn, dtype):
+        leaves = [t.detach().to(dtype).requires_grad_() for t in (q, k, v)]
+        out = fn(*leaves)
+        (out.float() * upstream).sum().backward()
+        return out.float(), [t.grad.float() for t in leaves]
+
+    out16, grads16 = run(lambda *t: cpu_attention.cpu_bf16_attention(_Layer(), *t, mask)[0], torch.bfloat16)
+    out32, grads32 = run(lambda *t: _reference(*t, mask), torch.float32)
+    assert out16.dtype == torch.float32 and torch.isfinite(out16).all()
+    for got, want in zip([out16, *grads16], [out32, *grads32]):
+        # bf16 keeps 8 bits of mantissa: agree to ~2 % of each tensor's scale, not bit for bit
+        assert (got - want).abs().max() < 0.03 * want.abs().max(), (got - want).abs().max()
