@@ -53,15 +53,16 @@ def _explicit(query, key, value, mask, scaling):
     # × 602 0.14 → 0.09 s; outputs differ from the fp32 softmax by one bf16 rounding.
     # Grouped-query heads as extra query rows of their KV head (head h reads KV head h // g), so
     # K/V are never repeated in memory.
-    scores = torch.matmul((query * scale).reshape(B, Hkv, g * q, D), key.transpose(-1, -2)).view(B, Hkv, g, q, k)
+    scores = torch.matmul((query * scale).reshape(B, Hkv, g * q, D), key.transpose(-1, -2))  # (B, Hkv, g·q, k)
     if mask is None:  # causal, the q queries being the last q of the k positions
         mask = torch.ones(q, k, dtype=torch.bool, device=query.device).tril(diagonal=k - q)
-    else:
-        mask = mask[:, :, None]  # (B, 1, 1, q, k)
+    # The mask is repeated to the g·q query rows (bytes, not scores) so that the fill lands on the
+    # matmul's own output: filling a view of it makes autograd copy the whole score matrix around.
     # The dtype's lowest value, not -inf: a row with nothing to attend (a left-pad query) then gets
     # uniform weights instead of NaN, which would spread through the pad's K/V.
-    scores = scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1).to(value.dtype).view(B, Hkv, g * q, k)
+    # (Query rows are ordered head-in-group major: row j·q + i is query i of the group's head j.)
+    hidden = ~mask.expand(*mask.shape[:-2], q, k).repeat(*(1,) * (mask.dim() - 2), g, 1) if g > 1 else ~mask
+    probs = torch.softmax(scores.masked_fill_(hidden, torch.finfo(scores.dtype).min), dim=-1).to(value.dtype)
     out = torch.matmul(probs, value).view(B, H, q, D)
     return out.transpose(1, 2).contiguous()
 
