@@ -92,11 +92,19 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     x = inner.embed_tokens(ids)  # (T, C)
     cos, sin = inner.rotary_emb(x[None], positions[None])
     cos, sin = cos[0], sin[0]  # (T, D)
+    # Under autocast the residual stream stays fp32 (as in the model's own forward), but what enters
+    # a matmul is cast to bf16 anyway. So each norm's output is cast once, not by each of the 3
+    # (q, k, v) or 2 (gate, up) projections reading it, and RoPE runs on bf16 q/k with bf16 cos/sin
+    # instead of promoting them to fp32 (as transformers' own forward does for bf16 weights).
+    # Only the rounding points move; `test_bf16_tracks_fp32` bounds the difference.
+    low = _autocast_dtype(device)
+    to_low = (lambda t: t) if low is None else (lambda t: t.to(low))
+    cos, sin = to_low(cos), to_low(sin)
     attention = _attention_fn(model)
     for layer in inner.layers:
         attn = layer.self_attn
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        h = layer.input_layernorm(x)
+        h = to_low(layer.input_layernorm(x))
         q = attn.q_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, H, D)
         k = attn.k_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, Hkv, D)
         v = attn.v_proj(h).view(h.shape[0], -1, attn.head_dim)
@@ -117,7 +125,7 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
         if idle:
             outs.append(q.new_zeros(idle, *outs[0].shape[1:]))
         x = x + attn.o_proj(torch.cat(outs).flatten(1))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + layer.mlp(to_low(layer.post_attention_layernorm(x)))
     x = inner.norm(x)
 
     # Completion token 0 is predicted by its prompt's last position (left-padded: column P-1);
@@ -174,6 +182,10 @@ def _causal_chunks(attention, module, q: Tensor, k: Tensor, v: Tensor, mask: Ten
         outs.append(attention(module, q[:, :, start:end], k[:, :, :keys], v[:, :, :keys], mask[:, :, start:end, :keys],
                               **kwargs)[0])
     return torch.cat(outs, dim=1)
+
+
+def _autocast_dtype(device) -> torch.dtype | None:
+    return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
 
 
 def _reduced_precision_on_cpu(model) -> bool:
