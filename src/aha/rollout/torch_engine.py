@@ -153,7 +153,7 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> tuple[to
     if params.temperature == 0:
         token = logits.argmax(-1)
         return token, torch.log_softmax(logits, -1).gather(-1, token[:, None]).squeeze(-1)
-    logp_all = torch.log_softmax(logits / params.temperature, -1)  # (A, V)
+    logp_all = torch.log_softmax(logits if params.temperature == 1.0 else logits / params.temperature, -1)  # (A, V)
     probs = logp_all.exp()
     if params.top_p < 1.0:
         sorted_p, order = probs.sort(-1, descending=True)
