@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from aha.algo.advantages import compute_advantages
-from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs
+from aha.algo.losses import (agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs,
+                             token_logprobs_and_entropy)
 from aha.algo.passk import majority_vote, pass_at_k
 
 
@@ -46,6 +47,29 @@ def test_token_logprobs_equal_log_softmax_gather():
     for temperature in (1.0, 0.7):
         want = torch.log_softmax(logits / temperature, -1).gather(-1, tokens[..., None]).squeeze(-1)
         assert torch.allclose(token_logprobs(logits, tokens, temperature), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_and_entropy_from_one_log_softmax(dtype, temperature):
+    """Log-probs, their gradients and the entropies equal the textbook fp32 formulas on the same
+    logits, whatever the logits' dtype (bf16 logits are read as they are, computed in fp32)."""
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(4, 6, 13, generator=g)).to(dtype).requires_grad_()
+    tokens = torch.randint(0, 13, (4, 6), generator=g)
+    upstream = torch.randn(4, 6, generator=g)
+    reference = logits.detach().float().requires_grad_()
+    logp_all = torch.log_softmax(reference / temperature, -1)
+    want = logp_all.gather(-1, tokens[..., None]).squeeze(-1)
+    want_ent = -(logp_all.exp() * logp_all).sum(-1)
+    (want * upstream).sum().backward()
+    got, ent = token_logprobs_and_entropy(logits, tokens, temperature, entropy=True)
+    (got * upstream).sum().backward()
+    assert got.dtype == torch.float32 and not ent.requires_grad
+    torch.testing.assert_close(got, want.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ent, want_ent.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits.grad.float(), reference.grad.to(dtype).float(), atol=1e-5, rtol=1e-5)
+    assert token_logprobs_and_entropy(logits, tokens, temperature)[1] is None
 
 
 def test_entropy_uniform_and_peaked():

@@ -14,12 +14,30 @@ LOSS_AGGREGATIONS = Registry("loss aggregation")
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:  # (B,T,V),(B,T) -> (B,T)
-    """log softmax(logits / T)[token] without keeping a (B, T, V) log-softmax: one logsumexp and a gather."""
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    """log softmax(logits / T)[token]."""
+    return token_logprobs_and_entropy(logits, tokens, temperature)[0]
+
+
+def token_logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: float = 1.0,
+                               entropy: bool = False) -> tuple[Tensor, Tensor | None]:  # -> (B,T), (B,T) | None
+    """log softmax(logits / T)[token] and, if asked, each position's entropy of softmax(logits / T)
+    (detached), from one fp32 log-softmax over the vocabulary.
+
+    Why one log-softmax: it reads the logits in their own dtype, writes fp32 once, and its backward
+    reads only that output. The previous way (cast to fp32, logsumexp and gather; the entropy from
+    a second log-softmax) made several more passes over the (B, T, V) logits. Forward + backward
+    with the entropy, bf16 logits, 1 thread: 2,048 × 32,000 2.3 → 1.0 s; 8,192 × 407 29 → 12 ms
+    (at the benchmark model's tiny vocabulary that is ≈ 1 % of an update, within noise).
+    """
+    scaled = logits if temperature == 1.0 else logits.float() / temperature
+    logp_all = torch.log_softmax(scaled, dim=-1, dtype=torch.float32)
+    picked = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    ent = None
+    if entropy:
+        with torch.no_grad():
+            logp = logp_all.detach()
+            ent = -(logp.exp() * logp).sum(-1)
+    return picked, ent
 
 
 def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:  # (B,T,V) -> (B,T)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from aha.algo.losses import entropy_from_logits, token_logprobs
+from aha.algo.losses import token_logprobs_and_entropy
 from aha.rollout.base import left_pad_positions
 
 # Decoders whose layer is exactly: x += o(attn(rope(q(norm1 x)), rope(k(..)), v(..))); x += mlp(norm2 x).
@@ -139,13 +139,11 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     # slot (r, j) of the (N, Tc-1) layout scores column j+1.
     slots = torch.cat([torch.arange(n_rows, device=device) * comp_width,
                        comp_slots + comp_slots // max(comp_width - 1, 1) + 1])
-    picked = token_logprobs(logits, targets, temperature)
+    picked, picked_ent = token_logprobs_and_entropy(logits, targets, temperature, entropy)
     logp = picked.new_zeros(n_rows * comp_width).index_put((slots,), picked).view(n_rows, comp_width) * mask
     ent = None
     if entropy:
-        with torch.no_grad():
-            ent = logits.new_zeros(n_rows * comp_width, dtype=torch.float32).index_put(
-                (slots,), entropy_from_logits(logits.detach(), temperature)).view(n_rows, comp_width) * mask
+        ent = picked_ent.new_zeros(n_rows * comp_width).index_put((slots,), picked_ent).view(n_rows, comp_width) * mask
     return logp, ent
 
 

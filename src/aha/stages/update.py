@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from aha.algo.losses import agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs
+from aha.algo.losses import agg_loss, clipped_surrogate, kl_k3, token_logprobs_and_entropy
 from aha.rollout.base import left_pad, left_pad_positions
 from aha.stages import unpadded
 
@@ -89,9 +89,7 @@ class _Micro:
         if self.prompt_ids is not None and unpadded.supports(model):
             return unpadded.completion_logprobs_unpadded(model, self.prompt_ids, self.prompt_mask, self.owner,
                                                          self.tokens, self.mask, temperature, entropy)
-        logits = self.logits(model)
-        ent = entropy_from_logits(logits.detach(), temperature) if entropy else None
-        return token_logprobs(logits, self.tokens, temperature), ent
+        return token_logprobs_and_entropy(self.logits(model), self.tokens, temperature, entropy)
 
     def logits(self, model) -> torch.Tensor:
         if self.prompt_ids is not None:
