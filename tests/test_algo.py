@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from aha.algo.advantages import compute_advantages
-from aha.algo.losses import (agg_loss, clipped_surrogate, entropy_from_logits, kl_k3, token_logprobs,
-                             token_logprobs_and_entropy)
+from aha.algo.losses import agg_loss, clipped_surrogate, kl_k3, token_logprobs, token_logprobs_and_entropy
 from aha.algo.passk import majority_vote, pass_at_k
 
 
@@ -73,10 +72,11 @@ def test_logprobs_and_entropy_from_one_log_softmax(dtype, temperature):
 
 
 def test_entropy_uniform_and_peaked():
-    uniform = torch.zeros(1, 1, 8)
-    assert entropy_from_logits(uniform).item() == pytest.approx(math.log(8), abs=1e-6)
-    peaked = torch.tensor([[[100.0, 0.0, 0.0]]])
-    assert entropy_from_logits(peaked).item() == pytest.approx(0.0, abs=1e-6)
+    def entropy(logits):
+        return token_logprobs_and_entropy(logits, torch.zeros(logits.shape[:-1], dtype=torch.long), entropy=True)[1]
+
+    assert entropy(torch.zeros(1, 1, 8)).item() == pytest.approx(math.log(8), abs=1e-6)
+    assert entropy(torch.tensor([[[100.0, 0.0, 0.0]]])).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_clipped_surrogate_hand_values():

@@ -10,7 +10,6 @@ import torch
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
                           Qwen3Config, Qwen3ForCausalLM)
 
-from aha.algo.losses import entropy_from_logits, token_logprobs
 from aha.stages import unpadded, update
 from aha.stages.update import RolloutBatch
 
@@ -47,7 +46,9 @@ def _padded_reference(model, batch: RolloutBatch, rows: list[int], temperature: 
     """The model's own forward over right-padded prompt+completion rows."""
     plain = update._plain_micro(batch, rows, 0, "cpu")
     logits = update.completion_logits_plain(model, plain.ids, plain.attn, plain.starts, plain.tokens.shape[1])
-    return token_logprobs(logits, plain.tokens, temperature) * plain.mask, entropy_from_logits(logits, temperature), plain.mask
+    logp_all = torch.log_softmax(logits / temperature, -1)  # the textbook formulas, in fp32
+    logp = logp_all.gather(-1, plain.tokens[..., None]).squeeze(-1)
+    return logp * plain.mask, -(logp_all.exp() * logp_all).sum(-1), plain.mask
 
 
 def _compare(model, batch: RolloutBatch, temperature: float = 0.8):

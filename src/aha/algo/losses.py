@@ -40,11 +40,6 @@ def token_logprobs_and_entropy(logits: Tensor, tokens: Tensor, temperature: floa
     return picked, ent
 
 
-def entropy_from_logits(logits: Tensor, temperature: float = 1.0) -> Tensor:  # (B,T,V) -> (B,T)
-    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def clipped_surrogate(
     logp: Tensor, old_logp: Tensor, advantages: Tensor, eps_low: float, eps_high: float
 ) -> tuple[Tensor, Tensor]:  # (B,T),(B,T),(B,) -> loss (B,T), clipped (B,T) bool
