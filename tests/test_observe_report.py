@@ -42,7 +42,7 @@ def make_run(path, steps=120, aha_at=50, seed=0, drop=()):
                "truncation_rate": 0.0, "language_mixing_rate": max(0.0, 0.02 + 0.01 * rng.standard_normal()),
                "kl": 0.002 * step / steps, "clip_frac": 0.01, "entropy": 0.7 - 0.2 * on + 0.02 * rng.standard_normal(),
                "grad_norm": 1.0, "lr": 1e-4, "seconds/rollout": 1.0, "seconds/reward": 0.1,
-               "seconds/update": 0.8, "tokens_generated": 3000, "tokens_trained": 3000,
+               "seconds/update": 0.8, "tokens_generated": 3000, "completion_tokens_trained": 3000,
                "group_all_equal_rate": 0.3}
         if step % 20 == 0:
             row["eval/accuracy"] = 0.5 + 0.3 * on

@@ -171,7 +171,9 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
         "lr": t.scheduler.get_last_lr()[0],
         **timings,
         "tokens_generated": sum(lengths),
-        "tokens_trained": batch.n_tokens * g.mu,
+        # Completion tokens in the loss (× μ). Not the cost ledger's `tokens_trained`, which counts
+        # every token the update ran (prompts once per group): that one is `forward_tokens` × μ here.
+        "completion_tokens_trained": batch.n_tokens * g.mu,
     }
     samples = _pick_samples(completions, expanded, scored.total, accuracy, formats, step, cfg.run.samples_per_step,
                             g.group_size)
