@@ -95,6 +95,16 @@ def held_out_accuracy(model, tokenizer, n: int = 64, k: int = 2, seed: int = 123
     return sum(scored.total) / len(out)
 
 
+def update_kwargs(s: Settings, pad_id: int, *, beta: float | None = None, bf16: bool | None = None, **extra) -> dict:
+    """`policy_update`'s arguments as every benchmark runs it: GRPO's clipped surrogate (ε 0.2),
+    token-mean loss, μ = 1, one micro-batch of all rows (TRL's per-device batch is the whole batch
+    too), its tokens capped at 16 k. `beta` and `bf16` default to the settings'."""
+    return dict(pad_id=pad_id, micro_batch_size=s.prompts * s.group, mu=1, eps_low=0.2, eps_high=0.2,
+                beta=s.beta if beta is None else beta, loss_agg="token-mean", max_len=s.new_tokens,
+                temperature=s.temperature, max_grad_norm=1.0,
+                bf16=s.precision == "bf16-mixed" if bf16 is None else bf16, micro_batch_tokens=16384, **extra)
+
+
 def peak_rss_mb() -> float:
     """This process's own peak (VmHWM): ru_maxrss would also count the parent's peak before exec."""
     for line in Path("/proc/self/status").read_text().splitlines():

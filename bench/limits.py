@@ -71,9 +71,7 @@ def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
     generated = sum(len(c.ids) for c in out)
     batch = RolloutBatch.from_completions(ids, out, torch.randn(len(out)))
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    kwargs = dict(pad_id=tok.pad_token_id, micro_batch_size=s.prompts * s.group, mu=1, eps_low=0.2, eps_high=0.2, beta=0.0,
-                  loss_agg="token-mean", max_len=s.new_tokens, temperature=1.0, max_grad_norm=1.0, bf16=bf16,
-                  micro_batch_tokens=16384)
+    kwargs = C.update_kwargs(s, tok.pad_token_id, beta=0.0, bf16=bf16)
     policy_update(model, opt, batch, **kwargs)  # warm-up
     laps: dict = {}
     stats = policy_update(model, opt, batch, timings=laps, **kwargs)

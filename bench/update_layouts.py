@@ -56,9 +56,7 @@ def compare(which: str, precision: str, repeats: int) -> dict:
     bf16 = precision == "bf16-mixed"
     model, tok, batch, s = rollouts(which, bf16)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: every repeat updates the same weights
-    kwargs = dict(pad_id=tok.pad_token_id, micro_batch_size=s.prompts * s.group, mu=1, eps_low=0.2, eps_high=0.2, beta=0.0,
-                  loss_agg="token-mean", max_len=s.new_tokens, temperature=1.0, max_grad_norm=1.0, bf16=bf16,
-                  micro_batch_tokens=16384, share_prompts=True)
+    kwargs = C.update_kwargs(s, tok.pad_token_id, beta=0.0, bf16=bf16, share_prompts=True)
     supports = unpadded.supports
     seconds: dict[str, list[float]] = {"padded": [], "unpadded": []}
     try:

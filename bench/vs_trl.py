@@ -91,10 +91,7 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
         batch = RolloutBatch.from_completions(prompt_ids, completions, advantages)
         t2 = time.perf_counter()
         laps: dict = {}  # one micro-batch of all rows, as TRL's per_device_train_batch_size (tokens still capped)
-        stats = policy_update(model, opt, batch, pad_id=tok.pad_token_id, micro_batch_size=s.prompts * s.group, mu=1, eps_low=0.2,
-                              eps_high=0.2, beta=s.beta, loss_agg="token-mean", max_len=s.new_tokens,
-                              temperature=s.temperature, max_grad_norm=1.0, ref_model=ref, timings=laps,
-                              bf16=bf16, micro_batch_tokens=16384)
+        stats = policy_update(model, opt, batch, **C.update_kwargs(s, tok.pad_token_id, ref_model=ref, timings=laps))
         dt = time.perf_counter() - t0
         train_s += dt
         rec = {"step_s": dt, "generation_s": t1 - t0, "ref_s": laps.get("ref", 0.0), "forward_s": laps.get("forward", 0.0),
