@@ -155,6 +155,7 @@ class LeanDecoder:
                       for k in self.prompt_k]
             self.v = [torch.cat([v.repeat_interleave(n, 0), v.new_zeros(rows, Hkv, capacity, self.head_dim)], dim=2)
                       for v in self.prompt_v]
+            self.prompt_k = self.prompt_v = [None] * len(self.layers)  # read from the rows' caches from now on
         self.offset = 0 if self.cascade else P  # cache column of generated token 0
         # Per row, over the prompt's columns then the generated ones: 0 where the row attends, -inf on
         # prompt pads and on generated columns not written yet.
