@@ -16,6 +16,7 @@ $(BIN)/python:
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/python -m aha.kernels  # compiles the CPU decode kernel once (or says why it cannot)
 	touch $@
 
 demo: $(VENV)/.installed

@@ -5,21 +5,28 @@ from __future__ import annotations
 import pytest
 import torch
 
+from aha import kernels
 from aha.models.loading import load_model_dir, stop_token_ids
 from aha.rollout import SamplingParams, lean_qwen2
 from aha.rollout.torch_engine import TorchEngine
 from aha.tasks import get_task
 from aha.template import build_prompt
 
-# The lean static-cache forward (prompt K/V read through cascade attention, or copied into each
-# row's cache as it does for short prompts) and the module's own forward + DynamicCache.
-BACKENDS = ["cascade", "rows", "module"]
+# The lean static-cache forward: its steps through the compiled CPU kernel ("fused"), or at the
+# PyTorch level with prompt K/V read through cascade attention or copied into each row's cache (as
+# it does for short prompts); and the module's own forward + DynamicCache.
+BACKENDS = ["fused", "cascade", "rows", "module"]
 
 
 @pytest.fixture(autouse=True)
 def _lean_attention(request, monkeypatch):
     backend = request.node.callspec.params.get("lean") if hasattr(request.node, "callspec") else None
+    if backend == "fused":
+        if kernels.decode_ops() is None:
+            pytest.skip(f"the CPU decode kernel could not be built: {kernels.disabled_reason() or 'build failed'}")
+        monkeypatch.setattr(lean_qwen2, "FUSED", True)
     if backend in ("cascade", "rows"):
+        monkeypatch.setattr(lean_qwen2, "FUSED", False)
         monkeypatch.setattr(lean_qwen2, "CASCADE_MIN_PROMPT", 0 if backend == "cascade" else 10**6)
 
 

@@ -1,0 +1,130 @@
+"""aha's compiled CPU kernels, built on first use with the machine's own compiler.
+
+The fused decode layer (`decode_cpu.cpp`) is C++ compiled by `torch.utils.cpp_extension` into the
+torch extensions cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``): once per
+machine, source and torch version, ≈ 30 s. Where no compiler is found or the build fails, `decode_ops`
+returns None and the rollout runs the PyTorch-level decoder instead (same results within float
+tolerance, slower); the reason is said once. ``AHA_CPU_KERNELS=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+# The kernel reads K/V in blocks of this many columns (kBlock in the source): head_dim, the prompt
+# columns and the cache capacity it is given are multiples.
+BLOCK = 16
+_SOURCE = Path(__file__).with_name("decode_cpu.cpp")
+_lock = threading.Lock()
+_state: dict[str, object] = {}
+
+
+def _cpu_tag() -> str:
+    """Built with -march=native: the extension's name carries the CPU's feature flags, so a cache
+    shared between different machines (a network home) never loads code for another CPU."""
+    flags = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags += line
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+
+
+def _ninja_on_path() -> bool:
+    """torch's builder runs `ninja` from PATH; the pip package's binary sits in the venv's bin, which
+    is not on PATH when the venv's python is called directly (as `make` does)."""
+    if shutil.which("ninja"):
+        return True
+    try:
+        import ninja
+    except ImportError:
+        return False
+    os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    return shutil.which("ninja") is not None
+
+
+def disabled_reason() -> str | None:
+    if os.environ.get("AHA_CPU_KERNELS", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "AHA_CPU_KERNELS=0"
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        return "no C++ compiler on PATH (install g++ for the faster rollout)"
+    if not _ninja_on_path():
+        return "no ninja (pip install ninja)"
+    return None
+
+
+def decode_ops():
+    """`torch.ops.aha_decode` (ops `decode_layer`, `rms_norm`), or None where it cannot be built."""
+    with _lock:
+        if "ops" in _state:
+            return _state["ops"]
+        ops, why = None, disabled_reason()
+        if why is None:
+            try:
+                ops = _build()
+            except Exception as error:  # a failed build must never stop a run: the plain path remains
+                why = f"build failed: {_first_error(error)}"
+        if ops is None and why != "AHA_CPU_KERNELS=0":
+            print(f"aha: the fused CPU decode kernel is off — {why}; sampling runs the PyTorch decoder.", file=sys.stderr)
+        _state["ops"] = ops
+        return ops
+
+
+def _first_error(error: Exception) -> str:
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    # the compiler's own "file:line: error: …" line where there is one, not ninja's summary
+    return next((line.strip() for line in lines if "error:" in line), lines[-1])[:300]
+
+
+def _build():
+    import torch
+    from torch.utils import cpp_extension
+
+    name = f"aha_decode_{_cpu_tag()}"
+    try:  # a private helper: only to say why the first call takes a while
+        built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob("*.so"))
+    except Exception:
+        built = False
+    if not built:
+        print("aha: compiling the fused CPU decode kernel (once per machine, ~30 s)…", file=sys.stderr, flush=True)
+    cpp_extension.load(
+        name=name,
+        sources=[str(_SOURCE)],
+        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        extra_ldflags=["-fopenmp"],
+        is_python_module=False,
+        verbose=False,
+    )
+    return torch.ops.aha_decode
+
+
+def can_prepack() -> bool:
+    """oneDNN's blocked weight layout is there (x86/ARM builds of torch with MKLDNN)."""
+    import torch
+
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+def prepack(weight):
+    """A (out, in) weight in oneDNN's blocked layout, for `linear` and the decode kernel's matmuls."""
+    import torch
+
+    return torch.ops.mkldnn._reorder_linear_weight(weight)
+
+
+def linear(x, weight, bias=None):
+    """F.linear that also takes a `prepack`ed weight."""
+    import torch
+
+    if weight.is_mkldnn:
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+    return torch.nn.functional.linear(x, weight, bias)
