@@ -128,3 +128,25 @@ def linear(x, weight, bias=None):
     if weight.is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return torch.nn.functional.linear(x, weight, bias)
+
+
+def key_tiles(k_t, pairs: bool):
+    """Keys (…, D, L), L a multiple of BLOCK, in the kernel's layout: tiles of BLOCK columns,
+    (…, L/BLOCK, D, BLOCK); with `pairs` (bf16 on AVX512-BF16, `ops.bf16_pairs()`) each tile holds
+    (D/2, BLOCK, 2) — neighbouring d side by side — in the same shape."""
+    *lead, D, L = k_t.shape
+    n = len(lead)
+    if pairs:
+        tiles = k_t.reshape(*lead, D // 2, 2, L // BLOCK, BLOCK).permute(*range(n), n + 2, n, n + 3, n + 1)
+    else:
+        tiles = k_t.reshape(*lead, D, L // BLOCK, BLOCK).transpose(-3, -2)
+    return tiles.contiguous().view(*lead, L // BLOCK, D, BLOCK)
+
+
+def value_rows(v, pairs: bool):
+    """Values (…, L, D) in the kernel's layout: as they are, or with `pairs` (L/2, D, 2) — rows l and
+    l+1 interleaved — in the same shape."""
+    if not pairs:
+        return v.contiguous()
+    *lead, L, D = v.shape
+    return v.reshape(*lead, L // 2, 2, D).transpose(-1, -2).contiguous().view(*lead, L, D)

@@ -13,6 +13,10 @@
 //
 // Layouts (T = float or bfloat16, all contiguous):
 //   x (A, C) hidden state of the A live rows;  cos/sin (A, D) fp32 at each row's position
+// bf16 on CPUs with AVX512-BF16 (`bf16_pairs()`): inside the same shapes, K tiles are (D/2, 16, 2)
+// and V is (cap/2, D, 2) — two neighbouring elements of the summed dimension side by side, the
+// operand layout of the vdpbf16ps dot-product instruction (products of bf16 pairs summed in fp32):
+// no conversions, half the instructions. Elsewhere, and in fp32, the plain layouts below.
 //   prompt_k (B, Hkv, P/16, D, 16) keys in tiles of 16 columns, each tile transposed (D, 16) and
 //     contiguous: a tile's scores read 16·D keys in one stream (a plain transposed (D, P) layout made
 //     them D strided reads, which the prefetchers follow worse);
@@ -29,7 +33,12 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -63,6 +72,13 @@ template <typename T> inline const typename Elem<T>::raw* raw_ptr(const at::Tens
 template <typename T> inline typename Elem<T>::raw* raw_mut(at::Tensor& t) {
   return reinterpret_cast<typename Elem<T>::raw*>(t.data_ptr<T>());
 }
+
+#if defined(__AVX512BF16__)
+constexpr bool kBf16PairsBuilt = true;
+#else
+constexpr bool kBf16PairsBuilt = false;
+#endif
+template <typename T> constexpr bool kPairs = kBf16PairsBuilt && std::is_same<T, c10::BFloat16>::value;
 
 // 16 fp32 lanes as a GCC/Clang vector: the compiler maps it to AVX-512, 2×AVX2, NEON… Used where
 // the loop order matters (an accumulator kept in a register across the reduction), which plain loops
@@ -201,6 +217,9 @@ void rope_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tens
         }
         if (h < Hq) {
           std::memcpy(qp + (r * Hq + h) * D, rotated.data(), D * sizeof(float));
+        } else if (kPairs<T>) {  // in its tile (D/2, 16, 2): element d at ((d/2)·16 + lane)·2 + d%2
+          auto* k = kp + (((r * Hkv + (h - Hq)) * tiles + tile) * D) * kBlock;
+          for (int64_t d = 0; d < D; ++d) k[((d / 2) * kBlock + lane) * 2 + (d & 1)] = E::store(rotated[d]);
         } else {  // in its tile, element d of this column sits kBlock apart
           auto* k = kp + (((r * Hkv + (h - Hq)) * tiles + tile) * D) * kBlock + lane;
           for (int64_t d = 0; d < D; ++d) k[d * kBlock] = E::store(rotated[d]);
@@ -208,8 +227,13 @@ void rope_and_cache(const at::Tensor& qkv, const at::Tensor& cos, const at::Tens
       }
       const auto* v = row + (Hq + Hkv) * D;
       for (int64_t h = 0; h < Hkv; ++h) {
-        auto* dst = vp + ((r * Hkv + h) * cap + col) * D;
-        for (int64_t d = 0; d < D; ++d) dst[d] = v[h * D + d];
+        if (kPairs<T>) {  // (cap/2, D, 2): element d of column col at ((col/2)·D + d)·2 + col%2
+          auto* dst = vp + (r * Hkv + h) * cap * D + (col / 2) * D * 2 + (col & 1);
+          for (int64_t d = 0; d < D; ++d) dst[2 * d] = v[h * D + d];
+        } else {
+          auto* dst = vp + ((r * Hkv + h) * cap + col) * D;
+          for (int64_t d = 0; d < D; ++d) dst[d] = v[h * D + d];
+        }
       }
     }
   });
@@ -290,6 +314,87 @@ inline void attend_group(const float* q, const typename Elem<T>::raw* prompt_k, 
   }
 }
 
+#if defined(__AVX512BF16__)
+inline uint32_t bf16_pair(float first, float second) {
+  return static_cast<uint32_t>(Elem<c10::BFloat16>::store(first)) |
+         (static_cast<uint32_t>(Elem<c10::BFloat16>::store(second)) << 16);
+}
+
+inline __m512 dot_pairs(__m512 acc, uint32_t pair, __m512i values) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_set1_epi32(static_cast<int>(pair)), (__m512bh)values);
+}
+
+// attend_group for bf16 in the pair layouts: q and the probabilities are rounded to bf16 pairs (the
+// plain bf16 decoder rounds them to bf16 too); every product is summed in fp32.
+template <int G>
+inline void attend_group_pairs(const float* q, const uint16_t* prompt_k, const uint16_t* prompt_v, const float* bias,
+                               const uint16_t* own_k, const uint16_t* own_v, int64_t P, int64_t own, int64_t D,
+                               float* scores, uint32_t* pairs, uint16_t* out) {
+  constexpr int64_t NP = kPartials<G>;
+  const int64_t own_tiles = (own + kBlock - 1) / kBlock * kBlock, ld = P + own_tiles, L = P + own, half = D / 2;
+  uint32_t* q_pairs = pairs;  // G × D/2, then the probabilities' pairs
+  for (int j = 0; j < G; ++j) {
+    for (int64_t i = 0; i < half; ++i) q_pairs[j * half + i] = bf16_pair(q[j * D + 2 * i], q[j * D + 2 * i + 1]);
+  }
+  auto score_tiles = [&](const uint16_t* k, int64_t n, int64_t offset) {
+    for (int64_t l0 = 0; l0 < n; l0 += kBlock) {
+      __m512 acc[G][NP];
+      for (int j = 0; j < G; ++j) for (int64_t p = 0; p < NP; ++p) acc[j][p] = _mm512_setzero_ps();
+      const uint16_t* tile = k + l0 * D;
+      for (int64_t i = 0; i < half; i += NP) {
+        for (int64_t p = 0; p < NP; ++p) {
+          const __m512i keys = _mm512_loadu_si512(tile + (i + p) * 2 * kBlock);
+          for (int j = 0; j < G; ++j) acc[j][p] = dot_pairs(acc[j][p], q_pairs[j * half + i + p], keys);
+        }
+      }
+      for (int j = 0; j < G; ++j) {
+        __m512 total = acc[j][0];
+        for (int64_t p = 1; p < NP; ++p) total = _mm512_add_ps(total, acc[j][p]);
+        _mm512_storeu_ps(scores + j * ld + offset + l0, total);
+      }
+    }
+  };
+  score_tiles(prompt_k, P, 0);
+  score_tiles(own_k, own_tiles, P);
+  const int64_t ld_pairs = ld / 2, used_pairs = (L + 1) / 2;
+  uint32_t* p_pairs = pairs + G * half;  // G × ld/2
+  for (int j = 0; j < G; ++j) {
+    float* s = scores + j * ld;
+    for (int64_t l = 0; l < P; ++l) s[l] += bias[l];
+    softmax_inplace(s, L);
+    if (L % 2) s[L] = 0.0f;  // the odd column's partner: no weight (own < own_tiles, so it is in the buffer)
+    for (int64_t i = 0; i < used_pairs; ++i) p_pairs[j * ld_pairs + i] = bf16_pair(s[2 * i], s[2 * i + 1]);
+  }
+  auto weigh = [&](const uint16_t* v, int64_t n_pairs, int64_t first_pair, int64_t d0, __m512 (&sum)[G]) {
+    __m512 acc[G][NP];
+    for (int j = 0; j < G; ++j) for (int64_t p = 0; p < NP; ++p) acc[j][p] = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + NP <= n_pairs; i += NP) {
+      for (int64_t p = 0; p < NP; ++p) {
+        const __m512i values = _mm512_loadu_si512(v + ((i + p) * D + d0) * 2);
+        for (int j = 0; j < G; ++j) acc[j][p] = dot_pairs(acc[j][p], p_pairs[j * ld_pairs + first_pair + i + p], values);
+      }
+    }
+    for (; i < n_pairs; ++i) {
+      const __m512i values = _mm512_loadu_si512(v + (i * D + d0) * 2);
+      for (int j = 0; j < G; ++j) acc[j][0] = dot_pairs(acc[j][0], p_pairs[j * ld_pairs + first_pair + i], values);
+    }
+    for (int j = 0; j < G; ++j) for (int64_t p = 0; p < NP; ++p) sum[j] = _mm512_add_ps(sum[j], acc[j][p]);
+  };
+  for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
+    __m512 sum[G];
+    for (int j = 0; j < G; ++j) sum[j] = _mm512_setzero_ps();
+    weigh(prompt_v, P / 2, 0, d0, sum);
+    weigh(own_v, (own + 1) / 2, P / 2, d0, sum);
+    for (int j = 0; j < G; ++j) {
+      float lanes[kBlock];
+      _mm512_storeu_ps(lanes, sum[j]);
+      for (int64_t i = 0; i < kBlock; ++i) out[j * D + d0 + i] = Elem<c10::BFloat16>::store(lanes[i]);
+    }
+  }
+}
+#endif
+
 // Every row's Hq query heads; the heads of one KV head go through together where g = Hq/Hkv is 1, 2,
 // 4 or 8 (one at a time otherwise).
 template <typename T>
@@ -309,6 +414,7 @@ void attend(const at::Tensor& q, const at::Tensor& prompt_k, const at::Tensor& p
   auto* op = raw_mut<T>(out);
   at::parallel_for(0, A, 4, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(group * (P + own_tiles));
+    std::vector<uint32_t> pairs(kPairs<T> ? group * (D / 2 + (P + own_tiles) / 2) : 0);
     for (int64_t r = begin; r < end; ++r) {
       const int64_t b = which[r];
       for (int64_t hq = 0; hq < Hq; hq += group) {
@@ -319,6 +425,19 @@ void attend(const at::Tensor& q, const at::Tensor& prompt_k, const at::Tensor& p
         const auto* k_o = ck + (r * Hkv + h) * D * cap;
         const auto* v_o = cv + (r * Hkv + h) * cap * D;
         auto* o = op + (r * Hq + hq) * D;
+#if defined(__AVX512BF16__)
+        if constexpr (kPairs<T>) {
+          float* sc = scores.data();
+          uint32_t* pp = pairs.data();
+          switch (group) {
+            case 8: attend_group_pairs<8>(qh, k_p, v_p, pb + b * P, k_o, v_o, P, own, D, sc, pp, o); break;
+            case 4: attend_group_pairs<4>(qh, k_p, v_p, pb + b * P, k_o, v_o, P, own, D, sc, pp, o); break;
+            case 2: attend_group_pairs<2>(qh, k_p, v_p, pb + b * P, k_o, v_o, P, own, D, sc, pp, o); break;
+            default: attend_group_pairs<1>(qh, k_p, v_p, pb + b * P, k_o, v_o, P, own, D, sc, pp, o);
+          }
+          continue;
+        }
+#endif
         switch (group) {
           case 8: attend_group<8, T>(qh, k_p, v_p, pb + b * P, k_o, v_o, P, own, D, scores.data(), o); break;
           case 4: attend_group<4, T>(qh, k_p, v_p, pb + b * P, k_o, v_o, P, own, D, scores.data(), o); break;
@@ -455,6 +574,7 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& norm1, const at::
 
 TORCH_LIBRARY(aha_decode, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
+  m.def("bf16_pairs() -> bool", []() { return kBf16PairsBuilt; });
   m.def(
       "decode_layer(Tensor x, Tensor norm1, Tensor w_qkv, Tensor? b_qkv, Tensor w_o, Tensor? b_o, Tensor norm2, "
       "Tensor w_gate_up, Tensor? b_gate_up, Tensor w_down, Tensor? b_down, Tensor cos, Tensor sin, "

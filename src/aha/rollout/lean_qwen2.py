@@ -178,8 +178,9 @@ class LeanDecoder:
             # The kernel reads K/V in blocks of 16 columns: prompts are padded to a multiple (pad
             # columns zero, at -inf bias) and the caches grow by CACHE_CHUNK (a multiple).
             pad = -P % kernels.BLOCK
-            self.prompt_k = [_tiles(F.pad(k, (0, pad))) for k in self.prompt_k]
-            self.prompt_v = [F.pad(v, (0, 0, 0, pad)) for v in self.prompt_v]
+            pairs = x.dtype == torch.bfloat16 and self.ops.bf16_pairs()
+            self.prompt_k = [kernels.key_tiles(F.pad(k, (0, pad)), pairs) for k in self.prompt_k]
+            self.prompt_v = [kernels.value_rows(F.pad(v, (0, 0, 0, pad)), pairs) for v in self.prompt_v]
             self.prompt_bias = F.pad(torch.zeros(B, P).masked_fill_(~mask.bool(), float("-inf")), (0, pad), value=float("-inf"))
             tiles = CACHE_CHUNK // kernels.BLOCK
             self.k = [x.new_zeros(rows, Hkv, tiles, self.head_dim, kernels.BLOCK) for _ in self.layers]
@@ -327,11 +328,6 @@ class LeanDecoder:
         self.slot = self.slot[keep]
         if self.ops is not None:
             self.prompt_of_row = self.slot // self.n
-
-
-def _tiles(k_t: Tensor) -> Tensor:  # (…, D, L) -> (…, L/BLOCK, D, BLOCK): the fused kernel's key layout
-    *lead, D, L = k_t.shape
-    return k_t.reshape(*lead, D, L // kernels.BLOCK, kernels.BLOCK).transpose(-3, -2).contiguous()
 
 
 def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
