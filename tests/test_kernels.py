@@ -146,3 +146,22 @@ def test_decoder_falls_back_without_the_kernel(monkeypatch):
     assert dec.ops is None
     with pytest.raises(RuntimeError, match="fused decoding needs"):
         LeanDecoder(_model("qwen2", 4, 2), None, fused=True)
+
+
+@pytest.mark.parametrize("pairs", [False, True])
+def test_layouts_put_every_element_where_the_kernel_reads_it(pairs):
+    """Brute force over every index: the kernel reads key (d, l) of a (…, D, L) tensor and value
+    (l, d) of a (…, L, D) one at these flat offsets inside each head's block."""
+    D, L = 32, 48
+    k_t = torch.arange(3 * D * L, dtype=torch.float32).view(3, D, L)
+    v = torch.arange(3 * L * D, dtype=torch.float32).view(3, L, D)
+    keys, values = kernels.key_tiles(k_t, pairs), kernels.value_rows(v, pairs)
+    assert keys.shape == (3, L // 16, D, 16) and values.shape == v.shape
+    flat_k, flat_v = keys.reshape(3, -1), values.reshape(3, -1)
+    for d in range(D):
+        for col in range(L):
+            tile, lane = divmod(col, 16)
+            k_at = tile * D * 16 + (((d // 2) * 16 + lane) * 2 + d % 2 if pairs else d * 16 + lane)
+            v_at = ((col // 2) * D + d) * 2 + col % 2 if pairs else col * D + d
+            assert torch.equal(flat_k[:, k_at], k_t[:, d, col])
+            assert torch.equal(flat_v[:, v_at], v[:, col, d])

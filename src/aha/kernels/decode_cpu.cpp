@@ -286,6 +286,32 @@ inline void weighted_rows(const float* p, int64_t ld, const R* v, int64_t D, int
   }
 }
 
+// out[j] = Σ_l p[j][l] · V[l, :] for G heads and D = DB·16: each V row read once, in memory order,
+// with all G·DB accumulators in registers (the d-block loop below reads every row D/16 times).
+template <int G, int DB, typename T>
+inline void weigh_all(const float* p, int64_t ld, const typename Elem<T>::raw* prompt_v,
+                      const typename Elem<T>::raw* own_v, int64_t P, int64_t own, typename Elem<T>::raw* out) {
+  f32x16 sum[G][DB] = {};
+  auto pass = [&](const typename Elem<T>::raw* v, int64_t n, int64_t first) {
+    for (int64_t l = 0; l < n; ++l) {
+      const auto* values = v + l * DB * kBlock;
+      for (int b = 0; b < DB; ++b) {
+        const f32x16 vb = load16(values + b * kBlock);
+        for (int j = 0; j < G; ++j) sum[j][b] += p[j * ld + first + l] * vb;
+      }
+    }
+  };
+  pass(prompt_v, P, 0);
+  pass(own_v, own, P);
+  for (int j = 0; j < G; ++j) {
+    for (int b = 0; b < DB; ++b) {
+      float lanes[kBlock];
+      std::memcpy(lanes, &sum[j][b], sizeof(lanes));
+      for (int64_t i = 0; i < kBlock; ++i) out[j * DB * kBlock + b * kBlock + i] = Elem<T>::store(lanes[i]);
+    }
+  }
+}
+
 // G query heads (hq0 …) of one row that share KV head h: scores against the prompt's K (P columns,
 // pads at -inf bias) and the row's own columns 0..col, softmax, weighted V. P, cap and D are
 // multiples of kBlock: score tiles run past `col` inside the buffer; those columns are left out.
@@ -301,6 +327,11 @@ inline void attend_group(const float* q, const typename Elem<T>::raw* prompt_k, 
     float* s = scores + j * ld;
     for (int64_t l = 0; l < P; ++l) s[l] += bias[l];
     softmax_inplace(s, L);
+  }
+  if constexpr (G <= 4) {  // one pass over V in memory order where the accumulators fit in registers
+    if (D == 64) return weigh_all<G, 4, T>(scores, ld, prompt_v, own_v, P, own, out);
+    if (D == 32) return weigh_all<G, 2, T>(scores, ld, prompt_v, own_v, P, own, out);
+    if (D == 128 && G <= 2) return weigh_all<G, 8, T>(scores, ld, prompt_v, own_v, P, own, out);
   }
   for (int64_t d0 = 0; d0 < D; d0 += kBlock) {
     f32x16 sum[G] = {};
@@ -324,6 +355,38 @@ inline __m512 dot_pairs(__m512 acc, uint32_t pair, __m512i values) {
   return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_set1_epi32(static_cast<int>(pair)), (__m512bh)values);
 }
 
+// out[j] = Σ_l p[j][l] · V[l, :] for G heads, V in pair rows of D = DB·16 dims (DB·64 contiguous
+// bytes). One pass over V in memory order, all G·DB accumulators in registers: reading a 16-dim
+// slice of every row per pass (the generic loop below) read each row 64 bytes at a time four times
+// over, and stalled on memory at 512 columns. Prefetched 8 pair rows ahead: each row's cache is a
+// few pages long, and hardware prefetchers restart at every page.
+template <int G, int DB>
+inline void weigh_rows(const uint32_t* p_pairs, int64_t ld_pairs, const uint16_t* prompt_v, const uint16_t* own_v,
+                       int64_t prompt_pairs, int64_t own_pairs, uint16_t* out) {
+  constexpr int64_t row = DB * 2 * kBlock;  // bf16 per pair row
+  __m512 sum[G][DB];
+  for (int j = 0; j < G; ++j) for (int b = 0; b < DB; ++b) sum[j][b] = _mm512_setzero_ps();
+  auto pass = [&](const uint16_t* v, int64_t n, int64_t first) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t* values = v + i * row;
+      for (int b = 0; b < DB; ++b) _mm_prefetch(reinterpret_cast<const char*>(values + 24 * row + b * 32), _MM_HINT_T0);
+      for (int b = 0; b < DB; ++b) {
+        const __m512i vb = _mm512_loadu_si512(values + b * 2 * kBlock);
+        for (int j = 0; j < G; ++j) sum[j][b] = dot_pairs(sum[j][b], p_pairs[j * ld_pairs + first + i], vb);
+      }
+    }
+  };
+  pass(prompt_v, prompt_pairs, 0);
+  pass(own_v, own_pairs, prompt_pairs);
+  for (int j = 0; j < G; ++j) {
+    for (int b = 0; b < DB; ++b) {
+      float lanes[kBlock];
+      _mm512_storeu_ps(lanes, sum[j][b]);
+      for (int64_t i = 0; i < kBlock; ++i) out[j * DB * kBlock + b * kBlock + i] = Elem<c10::BFloat16>::store(lanes[i]);
+    }
+  }
+}
+
 // attend_group for bf16 in the pair layouts: q and the probabilities are rounded to bf16 pairs (the
 // plain bf16 decoder rounds them to bf16 too); every product is summed in fp32.
 template <int G>
@@ -342,7 +405,8 @@ inline void attend_group_pairs(const float* q, const uint16_t* prompt_k, const u
       for (int j = 0; j < G; ++j) for (int64_t p = 0; p < NP; ++p) acc[j][p] = _mm512_setzero_ps();
       const uint16_t* tile = k + l0 * D;
       for (int64_t i = 0; i < half; i += NP) {
-        for (int64_t p = 0; p < NP; ++p) {
+        for (int64_t p = 0; p < NP; ++p) {  // two tiles ahead (one tile is D·64 bytes)
+          _mm_prefetch(reinterpret_cast<const char*>(tile + 4 * kBlock * D + (i + p) * 2 * kBlock), _MM_HINT_T0);
           const __m512i keys = _mm512_loadu_si512(tile + (i + p) * 2 * kBlock);
           for (int j = 0; j < G; ++j) acc[j][p] = dot_pairs(acc[j][p], q_pairs[j * half + i + p], keys);
         }
@@ -364,6 +428,11 @@ inline void attend_group_pairs(const float* q, const uint16_t* prompt_k, const u
     softmax_inplace(s, L);
     if (L % 2) s[L] = 0.0f;  // the odd column's partner: no weight (own < own_tiles, so it is in the buffer)
     for (int64_t i = 0; i < used_pairs; ++i) p_pairs[j * ld_pairs + i] = bf16_pair(s[2 * i], s[2 * i + 1]);
+  }
+  if constexpr (G <= 4) {  // D = 32, 64 or 128: every accumulator of a pair row in registers (see weigh_rows)
+    if (D == 64) return weigh_rows<G, 4>(p_pairs, ld_pairs, prompt_v, own_v, P / 2, (own + 1) / 2, out);
+    if (D == 32) return weigh_rows<G, 2>(p_pairs, ld_pairs, prompt_v, own_v, P / 2, (own + 1) / 2, out);
+    if (D == 128 && G <= 2) return weigh_rows<G, 8>(p_pairs, ld_pairs, prompt_v, own_v, P / 2, (own + 1) / 2, out);
   }
   auto weigh = [&](const uint16_t* v, int64_t n_pairs, int64_t first_pair, int64_t d0, __m512 (&sum)[G]) {
     __m512 acc[G][NP];
