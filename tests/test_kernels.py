@@ -165,3 +165,18 @@ def test_layouts_put_every_element_where_the_kernel_reads_it(pairs):
             v_at = ((col // 2) * D + d) * 2 + col % 2 if pairs else col * D + d
             assert torch.equal(flat_k[:, k_at], k_t[:, d, col])
             assert torch.equal(flat_v[:, v_at], v[:, col, d])
+
+
+def test_rows_split_across_threads_give_the_same_steps(ops):
+    """The kernel parallelises over rows (at::parallel_for): two threads must compute what one does."""
+    model = _model("qwen2", 4, 2)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _decode_both(model, None, steps=20, drop_at=None)
+        torch.set_num_threads(2)
+        two = _decode_both(model, None, steps=20, drop_at=None)
+    finally:
+        torch.set_num_threads(before)
+    for (a, _), (b, _) in zip(one, two):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()

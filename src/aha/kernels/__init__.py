@@ -2,7 +2,7 @@
 
 The fused decode layer (`decode_cpu.cpp`) is C++ compiled by `torch.utils.cpp_extension` into the
 torch extensions cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``): once per
-machine, source and torch version, ≈ 30 s. Where no compiler is found or the build fails, `decode_ops`
+machine, source and torch version, ≈ 15–30 s. Where no compiler is found or the build fails, `decode_ops`
 returns None and the rollout runs the PyTorch-level decoder instead (same results within float
 tolerance, slower); the reason is said once. ``AHA_CPU_KERNELS=0`` turns the kernels off.
 """
@@ -95,7 +95,7 @@ def _build():
     except Exception:
         built = False
     if not built:
-        print("aha: compiling the fused CPU decode kernel (once per machine, ~30 s)…", file=sys.stderr, flush=True)
+        print("aha: compiling the fused CPU decode kernel (once per machine, ~15–30 s)…", file=sys.stderr, flush=True)
     cpp_extension.load(
         name=name,
         sources=[str(_SOURCE)],
