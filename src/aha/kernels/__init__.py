@@ -2,7 +2,7 @@
 
 The fused decode layer (`decode_cpu.cpp`) is C++ compiled by `torch.utils.cpp_extension` into the
 torch extensions cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``): once per
-machine, source and torch version, ≈ 15–30 s. Where no compiler is found or the build fails, `decode_ops`
+CPU type, torch installation and source, ≈ 15–30 s. Where no compiler is found or the build fails, `decode_ops`
 returns None and the rollout runs the PyTorch-level decoder instead (same results within float
 tolerance, slower); the reason is said once. ``AHA_CPU_KERNELS=0`` turns the kernels off.
 """
@@ -25,18 +25,24 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
-def _cpu_tag() -> str:
-    """Built with -march=native: the extension's name carries the CPU's feature flags, so a cache
-    shared between different machines (a network home) never loads code for another CPU."""
-    flags = platform.machine()
+def _build_tag() -> str:
+    """The extension's name carries what its binary depends on, so each combination builds once into
+    its own directory of the shared cache:
+    - the CPU's feature flags (built with -march=native): a cache shared between machines (a
+      network home) never loads code for another CPU;
+    - the torch installation and Python: two venvs with their own torch (the benchmarks' TRL venv
+      beside aha's) would otherwise rebuild the same name over each other, ≈ 13 s per switch."""
+    import torch
+
+    key = f"{platform.machine()} {sys.version} {torch.__version__} {Path(torch.__file__).parent}"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
-                flags += line
+                key += line
                 break
     except OSError:
         pass
-    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+    return hashlib.sha1(key.encode()).hexdigest()[:10]
 
 
 def _ninja_on_path() -> bool:
@@ -89,13 +95,13 @@ def _build():
     import torch
     from torch.utils import cpp_extension
 
-    name = f"aha_decode_{_cpu_tag()}"
+    name = f"aha_decode_{_build_tag()}"
     try:  # a private helper: only to say why the first call takes a while
         built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob("*.so"))
     except Exception:
         built = False
     if not built:
-        print("aha: compiling the fused CPU decode kernel (once per machine, ~15–30 s)…", file=sys.stderr, flush=True)
+        print("aha: compiling the fused CPU decode kernel (once per machine and torch install, ~15–30 s)…", file=sys.stderr, flush=True)
     cpp_extension.load(
         name=name,
         sources=[str(_SOURCE)],
