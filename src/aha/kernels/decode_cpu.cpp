@@ -346,9 +346,14 @@ inline void attend_group(const float* q, const typename Elem<T>::raw* prompt_k, 
 }
 
 #if defined(__AVX512BF16__)
-inline uint32_t bf16_pair(float first, float second) {
-  return static_cast<uint32_t>(Elem<c10::BFloat16>::store(first)) |
-         (static_cast<uint32_t>(Elem<c10::BFloat16>::store(second)) << 16);
+// x[0:n) to bf16 (round to nearest even), stored as n/2 pairs: pair i = (x[2i], x[2i+1]), first in the
+// low half — which is just the bf16 array read as 32-bit words. 16 at a time (vcvtneps2bf16); n is
+// rounded up to 16, so x must hold that many floats (the tail's pairs are never read).
+inline void to_bf16_pairs(const float* x, int64_t n, uint32_t* pairs) {
+  for (int64_t i = 0; i < n; i += kBlock) {
+    const __m256bh packed = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+    std::memcpy(pairs + i / 2, &packed, sizeof(packed));
+  }
 }
 
 inline __m512 dot_pairs(__m512 acc, uint32_t pair, __m512i values) {
@@ -397,7 +402,7 @@ inline void attend_group_pairs(const float* q, const uint16_t* prompt_k, const u
   const int64_t own_tiles = (own + kBlock - 1) / kBlock * kBlock, ld = P + own_tiles, L = P + own, half = D / 2;
   uint32_t* q_pairs = pairs;  // G × D/2, then the probabilities' pairs
   for (int j = 0; j < G; ++j) {
-    for (int64_t i = 0; i < half; ++i) q_pairs[j * half + i] = bf16_pair(q[j * D + 2 * i], q[j * D + 2 * i + 1]);
+    to_bf16_pairs(q + j * D, D, q_pairs + j * half);
   }
   auto score_tiles = [&](const uint16_t* k, int64_t n, int64_t offset) {
     for (int64_t l0 = 0; l0 < n; l0 += kBlock) {
@@ -427,7 +432,7 @@ inline void attend_group_pairs(const float* q, const uint16_t* prompt_k, const u
     for (int64_t l = 0; l < P; ++l) s[l] += bias[l];
     softmax_inplace(s, L);
     if (L % 2) s[L] = 0.0f;  // the odd column's partner: no weight (own < own_tiles, so it is in the buffer)
-    for (int64_t i = 0; i < used_pairs; ++i) p_pairs[j * ld_pairs + i] = bf16_pair(s[2 * i], s[2 * i + 1]);
+    to_bf16_pairs(s, used_pairs * 2, p_pairs + j * ld_pairs);
   }
   if constexpr (G <= 4) {  // D = 32, 64 or 128: every accumulator of a pair row in registers (see weigh_rows)
     if (D == 64) return weigh_rows<G, 4>(p_pairs, ld_pairs, prompt_v, own_v, P / 2, (own + 1) / 2, out);
