@@ -2,9 +2,9 @@
 
 The fused decode layer (`decode_cpu.cpp`) is C++ compiled by `torch.utils.cpp_extension` into the
 torch extensions cache (``$TORCH_EXTENSIONS_DIR``, default ``~/.cache/torch_extensions``): once per
-CPU type, torch installation and source, ≈ 15–30 s. Where no compiler is found or the build fails, `decode_ops`
-returns None and the rollout runs the PyTorch-level decoder instead (same results within float
-tolerance, slower); the reason is said once. ``AHA_CPU_KERNELS=0`` turns the kernels off.
+CPU type, torch installation and source, ≈ 15–30 s. Where no compiler is found or the build fails,
+`decode_ops` returns None and the rollout runs the PyTorch-level decoder instead (same results
+within float tolerance, slower); the reason is said once. ``AHA_CPU_KERNELS=0`` turns them off.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import shutil
 import sys
 import threading
 from pathlib import Path
+
+import torch
 
 # The kernel reads K/V in blocks of this many columns (kBlock in the source): head_dim, the prompt
 # columns and the cache capacity it is given are multiples.
@@ -32,8 +34,6 @@ def _build_tag() -> str:
       network home) never loads code for another CPU;
     - the torch installation and Python: two venvs with their own torch (the benchmarks' TRL venv
       beside aha's) would otherwise rebuild the same name over each other, ≈ 13 s per switch."""
-    import torch
-
     key = f"{platform.machine()} {sys.version} {torch.__version__} {Path(torch.__file__).parent}"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -92,7 +92,6 @@ def _first_error(error: Exception) -> str:
 
 
 def _build():
-    import torch
     from torch.utils import cpp_extension
 
     name = f"aha_decode_{_build_tag()}"
@@ -115,22 +114,16 @@ def _build():
 
 def can_prepack() -> bool:
     """oneDNN's blocked weight layout is there (x86/ARM builds of torch with MKLDNN)."""
-    import torch
-
     return bool(torch.backends.mkldnn.is_available()) and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
 def prepack(weight):
     """A (out, in) weight in oneDNN's blocked layout, for `linear` and the decode kernel's matmuls."""
-    import torch
-
     return torch.ops.mkldnn._reorder_linear_weight(weight)
 
 
 def linear(x, weight, bias=None):
     """F.linear that also takes a `prepack`ed weight."""
-    import torch
-
     if weight.is_mkldnn:
         return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
     return torch.nn.functional.linear(x, weight, bias)

@@ -9,6 +9,11 @@ buffers grown a chunk at a time and written in place, and does per layer: 4 matm
 a handful of elementwise ops. Results equal the module's forward within float tolerance; tests
 check greedy decoding token for token against naive no-cache generation.
 
+On CPU each step's layer runs as one call of aha's compiled kernel (`aha.kernels`: norms, RoPE,
+the cache write, attention over the written columns and SiLU around oneDNN's matmuls; K/V in the
+kernel's own layouts) where it could be built; the PyTorch-level step below is the fallback, and
+the tests hold the two to float tolerance.
+
 Only plain Qwen2/Llama configs are taken (default RoPE, SiLU MLP, no sliding window); anything else
 falls back to the module's own forward in `torch_engine`.
 """
@@ -131,8 +136,10 @@ class LeanDecoder:
             self.step_layers = [replace(layer, **{name: kernels.prepack(getattr(layer, name)) for name in _MATMULS})
                                 for layer in self.layers]
             self.step_lm_head = kernels.prepack(self.lm_head)
-        self.k: list[Tensor] = []  # generated keys per layer (rows, kv_heads, head_dim, columns): transposed
-        self.v: list[Tensor] = []  # generated values per layer (rows, kv_heads, columns, head_dim)
+        # Generated K/V per layer. PyTorch step: keys (rows, kv_heads, head_dim, columns), transposed;
+        # values (rows, kv_heads, columns, head_dim). Fused step: `kernels.key_tiles` / `value_rows`.
+        self.k: list[Tensor] = []
+        self.v: list[Tensor] = []
 
     def _rms(self, x: Tensor, weight: Tensor) -> Tensor:
         # torch's fused RMSNorm (statistics in fp32 as in Qwen2RMSNorm): one op instead of seven.
@@ -210,7 +217,7 @@ class LeanDecoder:
 
     def _grow(self) -> None:
         """Room for CACHE_CHUNK more columns: one copy of the cache every CACHE_CHUNK steps."""
-        if self.ops is not None:  # K in tiles of kernels.BLOCK columns (see `_tiles`)
+        if self.ops is not None:  # K in tiles of kernels.BLOCK columns (see `kernels.key_tiles`)
             more = CACHE_CHUNK
             self.k = [torch.cat([c, c.new_zeros(c.shape[0], c.shape[1], more // kernels.BLOCK, *c.shape[3:])], dim=2)
                       for c in self.k]

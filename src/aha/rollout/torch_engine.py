@@ -6,8 +6,9 @@ rows leave the batch once enough of them have finished to pay for the cache copy
 decode on, and what they produce is masked out).
 
 Two backends share that loop: a lean static-cache forward for plain Qwen2/Llama modules
-(`lean_qwen2`, measured ≈ 2× the module's own forward at rollout shapes on CPU), and the module's
-own forward with a transformers `DynamicCache` for every other architecture.
+(`lean_qwen2`; on CPU its steps run aha's compiled decode kernel, 4.7× transformers' `generate` in
+bf16 on the issue #5 benchmark), and the module's own forward with a transformers `DynamicCache`
+for every other architecture.
 """
 
 from __future__ import annotations
