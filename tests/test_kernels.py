@@ -180,3 +180,27 @@ def test_rows_split_across_threads_give_the_same_steps(ops):
         torch.set_num_threads(before)
     for (a, _), (b, _) in zip(one, two):
         assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
+@pytest.fixture(scope="module")
+def portable_ops(ops):
+    """The kernel as CPUs without AVX512-BF16 run it (plain bf16 layouts, conversions to fp32): built
+    beside the native one with -mno-avx512bf16, so this machine tests both paths."""
+    try:
+        built = kernels.build("_portable", ("-mno-avx512bf16",))
+    except Exception as error:  # e.g. a compiler that does not know the flag
+        pytest.skip(f"could not build the portable variant: {kernels._first_error(error)}")
+    assert not built.bf16_pairs()
+    return built
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_portable_build_tracks_the_plain_decoder(portable_ops, monkeypatch, dtype):
+    monkeypatch.setattr(kernels, "decode_ops", lambda: portable_ops)
+    pairs = _decode_both(_model("qwen2", 4, 2), dtype, steps=70, drop_at=20)
+    if dtype is None:
+        for fused, plain in pairs:
+            assert torch.allclose(fused, plain, atol=2e-5, rtol=1e-5), (fused - plain).abs().max()
+    else:
+        worst = max((f - p).abs().max().item() / p.abs().max().item() for f, p in pairs)
+        assert worst < 0.03, worst

@@ -92,24 +92,33 @@ def _first_error(error: Exception) -> str:
 
 
 def _build():
+    return build()
+
+
+def build(variant: str = "", extra_cflags: tuple[str, ...] = ()):
+    """Compile (or load from the cache) the kernel as `torch.ops.aha_decode{variant}`. The default
+    build is `decode_ops`'s; a variant with other flags loads beside it in the same process (the
+    tests build "_portable" with -mno-avx512bf16: the path CPUs without AVX512-BF16 take)."""
     from torch.utils import cpp_extension
 
-    name = f"aha_decode_{_build_tag()}"
+    namespace = f"aha_decode{variant}"
+    name = f"{namespace}_{_build_tag()}"
     try:  # a private helper: only to say why the first call takes a while
         built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob("*.so"))
     except Exception:
         built = False
     if not built:
-        print("aha: compiling the fused CPU decode kernel (once per machine and torch install, ~15–30 s)…", file=sys.stderr, flush=True)
+        print("aha: compiling the fused CPU decode kernel (once per machine and torch install, ~15–30 s)…",
+              file=sys.stderr, flush=True)
     cpp_extension.load(
         name=name,
         sources=[str(_SOURCE)],
-        extra_cflags=["-O3", "-march=native", "-fopenmp"],
+        extra_cflags=["-O3", "-march=native", "-fopenmp", f"-DAHA_OPS={namespace}", *extra_cflags],
         extra_ldflags=["-fopenmp"],
         is_python_module=False,
         verbose=False,
     )
-    return torch.ops.aha_decode
+    return getattr(torch.ops, namespace)
 
 
 def can_prepack() -> bool:

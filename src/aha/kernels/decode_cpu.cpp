@@ -647,7 +647,16 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& norm1, const at::
 
 }  // namespace
 
-TORCH_LIBRARY(aha_decode, m) {
+// The ops' namespace: `aha_decode`, or another one for a second build with other flags in the same
+// process (tests load the portable variant, built without AVX512-BF16, beside the native one). The
+// extra macro level lets AHA_OPS expand before TORCH_LIBRARY pastes it into names.
+#ifndef AHA_OPS
+#define AHA_OPS aha_decode
+#endif
+#define AHA_LIBRARY(ns, m) TORCH_LIBRARY(ns, m)
+#define AHA_LIBRARY_IMPL(ns, key, m) TORCH_LIBRARY_IMPL(ns, key, m)
+
+AHA_LIBRARY(AHA_OPS, m) {
   m.def("rms_norm(Tensor x, Tensor weight, float eps) -> Tensor");
   m.def("bf16_pairs() -> bool", []() { return kBf16PairsBuilt; });
   m.def(
@@ -657,10 +666,10 @@ TORCH_LIBRARY(aha_decode, m) {
       "Tensor prompt_of_row, int col, int heads, int kv_heads, float eps) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(aha_decode, CPU, m) {
+AHA_LIBRARY_IMPL(AHA_OPS, CPU, m) {
   m.impl("rms_norm", &rms_norm);
   m.impl("decode_layer", &decode_layer);
 }
 
 // Prepacked bf16 weights are oneDNN tensors, which send the call to this dispatch key.
-TORCH_LIBRARY_IMPL(aha_decode, MkldnnCPU, m) { m.impl("decode_layer", &decode_layer); }
+AHA_LIBRARY_IMPL(AHA_OPS, MkldnnCPU, m) { m.impl("decode_layer", &decode_layer); }
