@@ -76,7 +76,7 @@ def decode_ops():
         ops, why = None, disabled_reason()
         if why is None:
             try:
-                ops = _build()
+                ops = build()
             except Exception as error:  # a failed build must never stop a run: the plain path remains
                 why = f"build failed: {_first_error(error)}"
         if ops is None and why != "AHA_CPU_KERNELS=0":
@@ -89,10 +89,6 @@ def _first_error(error: Exception) -> str:
     lines = str(error).strip().splitlines() or [type(error).__name__]
     # the compiler's own "file:line: error: …" line where there is one, not ninja's summary
     return next((line.strip() for line in lines if "error:" in line), lines[-1])[:300]
-
-
-def _build():
-    return build()
 
 
 def build(variant: str = "", extra_cflags: tuple[str, ...] = ()):
