@@ -122,7 +122,7 @@ def test_softmax_gives_masked_prompt_columns_no_weight(ops):
 def test_bad_shapes_are_refused_with_the_reason(ops):
     x = torch.zeros(2, 32)
     w = torch.zeros(64, 32)
-    with pytest.raises(RuntimeError, match="aha::decode_layer"):
+    with pytest.raises(RuntimeError, match="aha decode kernel: one cache row per row of x"):
         ops.decode_layer(x, torch.ones(32), w, None, torch.zeros(32, 32), None, torch.ones(32), torch.zeros(16, 32),
                          None, torch.zeros(32, 8), None, torch.zeros(2, 16), torch.zeros(2, 16),
                          torch.zeros(1, 1, 1, 16, 16), torch.zeros(1, 1, 16, 16), torch.zeros(1, 16),

@@ -364,7 +364,7 @@ inline __m512 dot_pairs(__m512 acc, uint32_t pair, __m512i values) {
 // out[j] = Σ_l p[j][l] · V[l, :] for G heads, V in pair rows of D = DB·16 dims (DB·64 contiguous
 // bytes). One pass over V in memory order, all G·DB accumulators in registers: reading a 16-dim
 // slice of every row per pass (the generic loop below) read each row 64 bytes at a time four times
-// over, and stalled on memory at 512 columns. Prefetched 8 pair rows ahead: each row's cache is a
+// over, and stalled on memory at 512 columns. Prefetched 24 pair rows ahead: each row's cache is a
 // few pages long, and hardware prefetchers restart at every page.
 template <int G, int DB>
 inline void weigh_rows(const uint32_t* p_pairs, int64_t ld_pairs, const uint16_t* prompt_v, const uint16_t* own_v,
@@ -411,7 +411,7 @@ inline void attend_group_pairs(const float* q, const uint16_t* prompt_k, const u
       for (int j = 0; j < G; ++j) for (int64_t p = 0; p < NP; ++p) acc[j][p] = _mm512_setzero_ps();
       const uint16_t* tile = k + l0 * D;
       for (int64_t i = 0; i < half; i += NP) {
-        for (int64_t p = 0; p < NP; ++p) {  // two tiles ahead (one tile is D·64 bytes)
+        for (int64_t p = 0; p < NP; ++p) {  // four tiles ahead (one tile is D·32 bytes)
           _mm_prefetch(reinterpret_cast<const char*>(tile + 4 * kBlock * D + (i + p) * 2 * kBlock), _MM_HINT_T0);
           const __m512i keys = _mm512_loadu_si512(tile + (i + p) * 2 * kBlock);
           for (int j = 0; j < G; ++j) acc[j][p] = dot_pairs(acc[j][p], q_pairs[j * half + i + p], keys);
@@ -546,7 +546,7 @@ void silu_mul(const at::Tensor& gate_up, at::Tensor& out) {
   });
 }
 
-void check(bool ok, const char* what) { TORCH_CHECK(ok, "aha::decode_layer: ", what); }
+void check(bool ok, const char* what) { TORCH_CHECK(ok, "aha decode kernel: ", what); }
 
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
   check(x.dim() == 2 && x.is_contiguous() && weight.is_contiguous() && x.scalar_type() == weight.scalar_type(),
@@ -620,7 +620,7 @@ at::Tensor decode_layer(const at::Tensor& x, const at::Tensor& norm1, const at::
   check(x.dim() == 2 && cache_k.dim() == 5 && cache_v.dim() == 4 && prompt_k.dim() == 5 && prompt_v.dim() == 4,
         "x (A, C); K tiles 5-d, V 4-d");
   const int64_t A = x.size(0), D = cache_k.size(3);
-  check(heads % kv_heads == 0 && D % 2 == 0, "heads a multiple of kv_heads, even head_dim");
+  check(heads % kv_heads == 0, "heads a multiple of kv_heads");
   check(cache_k.size(0) == A && cache_v.size(0) == A && prompt_of_row.size(0) == A, "one cache row per row of x");
   check(cache_k.size(1) == kv_heads && prompt_k.size(1) == kv_heads && prompt_k.size(3) == D &&
             cache_k.size(4) == kBlock && prompt_k.size(4) == kBlock && cache_v.size(3) == D &&

@@ -145,21 +145,20 @@ class LeanDecoder:
         # torch's fused RMSNorm (statistics in fp32 as in Qwen2RMSNorm): one op instead of seven.
         return F.rms_norm(x, (x.shape[-1],), weight, self.eps)
 
-    def _rope_fp32(self, length: int) -> tuple[Tensor, Tensor]:
+    def _rope_tables(self, length: int, dtype) -> tuple[Tensor, Tensor]:
+        """Sets cos/sin (L, D) in `dtype` for the PyTorch-level forward; returns the fp32 ones."""
         freqs = torch.arange(length, device=self.inv_freq.device).float()[:, None] * self.inv_freq[None, :]
         emb = torch.cat([freqs, freqs], dim=-1)  # (L, D)
-        return emb.cos(), emb.sin()
-
-    def _rope_tables(self, length: int, dtype) -> None:
-        cos, sin = self._rope_fp32(length)
+        cos, sin = emb.cos(), emb.sin()
         self.cos, self.sin = cos.to(dtype), sin.to(dtype)
+        return cos, sin
 
     @torch.no_grad()
     def prefill(self, ids: Tensor, mask: Tensor, n: int, max_new: int) -> Tensor:  # (B,P),(B,P) -> (B·n, V)
         """Run the prompts once and keep their K/V once: the n samples of a prompt share them."""
         B, P = ids.shape
         self.prompts, self.n = B, n
-        self._rope_tables(P + max_new, self.embed.dtype)
+        rope_fp32 = self._rope_tables(P + max_new, self.embed.dtype)
         pos = left_pad_positions(mask)  # (B, P)
         causal = torch.ones(P, P, dtype=torch.bool, device=ids.device).tril()
         # Pad queries see themselves only, so no softmax row is empty (an all-masked row gives NaN K/V).
@@ -193,7 +192,7 @@ class LeanDecoder:
             self.k = [x.new_zeros(rows, Hkv, tiles, self.head_dim, kernels.BLOCK) for _ in self.layers]
             self.v = [x.new_zeros(rows, Hkv, CACHE_CHUNK, self.head_dim) for _ in self.layers]
             self.prompt_of_row = self.slot // n
-            self.cos, self.sin = self._rope_fp32(P + max_new)
+            self.cos, self.sin = rope_fp32  # the kernel rotates in fp32
         elif self.cascade:
             self.k = [x.new_zeros(rows, Hkv, self.head_dim, capacity) for _ in self.layers]
             self.v = [x.new_zeros(rows, Hkv, capacity, self.head_dim) for _ in self.layers]
