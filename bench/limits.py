@@ -55,7 +55,7 @@ def achieved(model_dir: Path, s: C.Settings, bf16: bool) -> dict:
     from aha.observe.cost import count_params
     from aha.rollout import SamplingParams
     from aha.rollout.torch_engine import TorchEngine
-    from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
+    from aha.train.update import RolloutBatch, policy_update, prefer_fast_attention
 
     model, tok = load_model_dir(model_dir)
     prefer_fast_attention(model, bf16)

@@ -31,7 +31,7 @@ def rollouts(which: str, bf16: bool):
     from aha.models.loading import load_model_dir, shipped_base_dir, stop_token_ids
     from aha.rollout import SamplingParams
     from aha.rollout.torch_engine import TorchEngine
-    from aha.stages.update import RolloutBatch, prefer_fast_attention
+    from aha.train.update import RolloutBatch, prefer_fast_attention
 
     if which == "demo":
         s = C.Settings(prompts=16, group=8, new_tokens=64, compact_template=True, force_length=False)
@@ -50,8 +50,8 @@ def rollouts(which: str, bf16: bool):
 
 
 def compare(which: str, precision: str, repeats: int) -> dict:
-    from aha.stages import unpadded
-    from aha.stages.update import policy_update
+    from aha.train import unpadded
+    from aha.train.update import policy_update
 
     bf16 = precision == "bf16-mixed"
     model, tok, batch, s = rollouts(which, bf16)

@@ -63,7 +63,7 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
     from aha.models.loading import load_model_dir, stop_token_ids
     from aha.rollout import SamplingParams
     from aha.rollout.torch_engine import TorchEngine
-    from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
+    from aha.train.update import RolloutBatch, policy_update, prefer_fast_attention
 
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)

@@ -1,6 +1,8 @@
 """End to end on a tiny model: `aha zero` trains, logs, checkpoints, resumes exactly, survives Ctrl-C."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -84,18 +86,19 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, tiny_model_dir, extra):
         assert ra["reward"] == rb["reward"] and ra["loss"] == rb["loss"]
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, tiny_model_dir, monkeypatch):
+def test_ctrl_c_finishes_the_step_saves_and_resume_finishes(tmp_path, tiny_model_dir, monkeypatch):
     real_step = grpo.run_step
 
     def interrupted(t, step):
-        if step == 2:
-            raise KeyboardInterrupt
+        if step == 2:  # Ctrl-C arrives in the middle of step 2
+            os.kill(os.getpid(), signal.SIGINT)
         return real_step(t, step)
 
     monkeypatch.setattr(grpo, "run_step", interrupted)
-    result = zero(tmp_path, tiny_model_dir, "grpo.steps=3", "run.name=ctrlc")
+    result = zero(tmp_path, tiny_model_dir, "grpo.steps=3", "run.name=ctrlc", "run.save_every=100")
     assert result.exit_code == 130
-    assert runs.latest_checkpoint(tmp_path / "ctrlc").name == "checkpoint-1"
+    assert runs.latest_checkpoint(tmp_path / "ctrlc").name == "checkpoint-2"
+    assert "aha zero --resume" in result.output
     monkeypatch.setattr(grpo, "run_step", real_step)
     assert zero(tmp_path, tiny_model_dir, resume=tmp_path / "ctrlc").exit_code == 0
     assert [r["step"] for r in runs.read_jsonl(tmp_path / "ctrlc" / "metrics.jsonl")] == [1, 2, 3]
@@ -130,4 +133,5 @@ def test_cli_errors_are_clear(tmp_path):
     result = runner.invoke(app, ["zero", "--resume", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
     result = runner.invoke(app, ["zero", "model.path=/nonexistent", f"run.out_dir={tmp_path}"])
-    assert result.exit_code == 2 and "not a Hugging Face model directory" in result.output
+    assert result.exit_code == 2 and "model.path: /nonexistent: not a directory" in result.output
+    assert not any(tmp_path.iterdir())  # a failed start leaves no run directory

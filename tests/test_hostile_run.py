@@ -6,6 +6,7 @@ import pytest
 
 from aha.config import ZeroConfig, load_config
 from aha.rollout.base import Completion
+from aha.events import Events
 from aha.stages import grpo
 
 HOSTILE_MATH = [
@@ -28,10 +29,10 @@ HOSTILE_CODE = [
 @pytest.mark.parametrize("task_name,hostile", [("gsm8k", HOSTILE_MATH), ("humaneval", HOSTILE_CODE)])
 def test_trainer_survives_hostile_completions(tmp_path, tiny_model_dir, monkeypatch, task_name, hostile):
     cfg = load_config(ZeroConfig, None, [
-        f"task.name={task_name}", f"run.out_dir={tmp_path}", "grpo.prompts_per_step=2", "grpo.group_size=3",
+        f"task.name={task_name}", f"run.out_dir={tmp_path}", f"model.path={tiny_model_dir}", "grpo.prompts_per_step=2", "grpo.group_size=3",
         "rollout.max_new_tokens=8", "run.threads=1", "rewards={accuracy: 1.0, format: 0.2}",
     ])
-    trainer = grpo.start_run(cfg, tiny_model_dir)
+    trainer = grpo.start(cfg, tmp_path / "hostile", Events())
     texts = itertools.cycle(hostile)
 
     def hostile_generate(prompts, params, n=1):

@@ -165,7 +165,7 @@ def test_greedy_matches_naive_past_cache_growth(setup, lean):
 def test_bf16_rollout_samples_the_fp32_policy(setup, lean):
     """A bf16 rollout's log-probs are the fp32 policy's up to bf16 rounding: the update measures the
     gap on the sampled tokens, and it is small but not zero (the two really run different precision)."""
-    from aha.stages.update import RolloutBatch, policy_update
+    from aha.train.update import RolloutBatch, policy_update
 
     model, tok, prompts = setup
     params = SamplingParams(max_new_tokens=100, temperature=1.0, seed=1, ignore_eos=True)

@@ -10,8 +10,8 @@ import torch
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM,
                           Qwen3Config, Qwen3ForCausalLM)
 
-from aha.stages import unpadded, update
-from aha.stages.update import RolloutBatch
+from aha.train import forward, layout, unpadded, update
+from aha.train.layout import RolloutBatch
 
 VOCAB = 64
 
@@ -44,15 +44,15 @@ def _batch(prompt_lengths, completion_lengths, group: int = 3, seed: int = 0) ->
 
 def _padded_reference(model, batch: RolloutBatch, rows: list[int], temperature: float):
     """The model's own forward over right-padded prompt+completion rows."""
-    plain = update._plain_micro(batch, rows, 0, "cpu")
-    logits = update.completion_logits_plain(model, plain.ids, plain.attn, plain.starts, plain.tokens.shape[1])
+    plain = layout._plain_micro(batch, rows, 0, "cpu")
+    logits = forward.completion_logits_plain(model, plain.ids, plain.attn, plain.starts, plain.tokens.shape[1])
     logp_all = torch.log_softmax(logits / temperature, -1)  # the textbook formulas, in fp32
     logp = logp_all.gather(-1, plain.tokens[..., None]).squeeze(-1)
     return logp * plain.mask, -(logp_all.exp() * logp_all).sum(-1), plain.mask
 
 
 def _compare(model, batch: RolloutBatch, temperature: float = 0.8):
-    micro = update._micro_batches(batch, 64, 0, "cpu", share_prompts=True)
+    micro = layout.micro_batches(batch, 64, 0, "cpu", share_prompts=True)
     assert len(micro) == 1
     m = micro[0]
     got, ent = unpadded.completion_logprobs_unpadded(model, m.prompt_ids, m.prompt_mask, m.owner, m.tokens, m.mask,
@@ -105,7 +105,7 @@ def test_bf16_tracks_fp32():
 
     model = _model("qwen2")
     batch = _batch((4, 9), (3, 10, 6))
-    m = update._micro_batches(batch, 64, 0, "cpu", share_prompts=True)[0]
+    m = layout.micro_batches(batch, 64, 0, "cpu", share_prompts=True)[0]
     args = (m.prompt_ids, m.prompt_mask, m.owner, m.tokens, m.mask)
     fp32, _ = unpadded.completion_logprobs_unpadded(model, *args)
     fast = copy.deepcopy(model)
@@ -149,7 +149,7 @@ def test_idle_tokens_change_nothing(monkeypatch):
     """bf16 on CPU rounds the flat length up with idle tokens; they must not touch any real one."""
     model = _model("qwen2")
     batch = _batch((4, 9), (3, 10, 6))
-    m = update._micro_batches(batch, 64, 0, "cpu", share_prompts=True)[0]
+    m = layout.micro_batches(batch, 64, 0, "cpu", share_prompts=True)[0]
     args = (model, m.prompt_ids, m.prompt_mask, m.owner, m.tokens, m.mask, 0.7)
     plain, _ = unpadded.completion_logprobs_unpadded(*args)
     monkeypatch.setattr(unpadded, "_reduced_precision_on_cpu", lambda model: True)

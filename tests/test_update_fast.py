@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from aha.models.loading import load_model_dir
-from aha.stages import update
-from aha.stages.update import RolloutBatch, _collate, completion_logits_plain, policy_update
+from aha.train import forward, layout, update
+from aha.train.forward import completion_logits_plain
+from aha.train.layout import RolloutBatch, _collate
+from aha.train.update import policy_update
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_completion_logits_match_full_forward(policy):
     batch = _batch(tok)
     ids, attn, starts, tokens, mask, _ = _collate(batch, list(range(6)), tok.pad_token_id, "cpu")
     with torch.no_grad():
-        fast = update._completion_logits(model, ids, attn, starts, tokens.shape[1])
+        fast = forward.completion_logits_plain_rows(model, ids, attn, starts, tokens.shape[1])
         plain = completion_logits_plain(model, ids, attn, starts, tokens.shape[1])
     keep = mask.bool()
     torch.testing.assert_close(fast[keep], plain[keep], atol=1e-5, rtol=1e-5)
@@ -67,7 +69,7 @@ def _run(model, tok, batch, monkeypatch, fast: bool, micro: int, beta: float, mu
             for p in ref.parameters():
                 p.add_(0.01 * torch.randn_like(p))
     if not fast:
-        monkeypatch.setattr(update, "FAST_HEAD_TYPES", ())
+        monkeypatch.setattr(forward, "FAST_HEAD_TYPES", ())
     grads = {}
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     opt.step = lambda: grads.update({n: p.grad.clone() for n, p in model.named_parameters()})
@@ -118,8 +120,8 @@ def test_shared_prompt_logits_match_plain(policy, attention):
     model.set_attn_implementation(attention)
     batch = _grouped_batch(tok, prompt_lengths=(4, 9, 6))
     rows = list(range(len(batch.prompt_ids)))
-    plain = update._plain_micro(batch, rows, tok.pad_token_id, "cpu")
-    shared = update._micro_batches(batch, 64, tok.pad_token_id, "cpu", share_prompts=True)
+    plain = layout._plain_micro(batch, rows, tok.pad_token_id, "cpu")
+    shared = layout.micro_batches(batch, 64, tok.pad_token_id, "cpu", share_prompts=True)
     assert len(shared) == 1 and shared[0].prompt_mask is not None
     with torch.no_grad():
         a = plain.logits(model)
@@ -158,7 +160,7 @@ def test_micro_batches_respect_row_and_token_caps(policy, share):
     _, tok = policy
     batch = _grouped_batch(tok, groups=5, group=4, prompt_lengths=(5, 9, 3, 7, 6))
     for rows_cap, token_cap in [(8, None), (64, 40), (3, 25), (64, 1)]:
-        micro = update._micro_batches(batch, rows_cap, tok.pad_token_id, "cpu", share, token_cap)
+        micro = layout.micro_batches(batch, rows_cap, tok.pad_token_id, "cpu", share, token_cap)
         rows = sorted(i for m in micro for i in m.rows)
         assert rows == list(range(len(batch.prompt_ids)))
         for m in micro:
@@ -178,7 +180,7 @@ def test_micro_batches_respect_row_and_token_caps(policy, share):
 
 def test_prompt_sharing_only_where_exact(policy):
     model, _ = policy
-    assert update.can_share_prompts(model)  # Qwen2 with use_sliding_window = False
+    assert forward.can_share_prompts(model)  # Qwen2 with use_sliding_window = False
     windowed = copy.deepcopy(model)
     windowed.config.use_sliding_window, windowed.config.sliding_window = True, 16
-    assert not update.can_share_prompts(windowed)
+    assert not forward.can_share_prompts(windowed)

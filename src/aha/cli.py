@@ -1,22 +1,24 @@
-"""The `aha` command line."""
+"""The `aha` command line. It owns the terminal: stages emit events, `aha.terminal` draws them."""
 
 from __future__ import annotations
 
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from aha import runs as runs_module
-from aha.config import ConfigError, ZeroConfig, load_config
+from aha.config import ConfigError, SampleConfig, SFTConfig, ZeroConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="aha — the DeepSeek-R1 recipe end to end, and the place to watch the aha moment happen.")
 console = Console()
+# Errors a user can fix (a bad config, a missing file, a bad data row): one line, exit 2.
+USER_ERRORS = (ConfigError, FileNotFoundError, KeyError, ValueError, ImportError)
 
 
 def _split_args(args: list[str] | None, default_recipe: str | None) -> tuple[Path | None, list[str]]:
@@ -47,41 +49,74 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def _fail(err: Exception) -> None:
+def _fail(err: BaseException, code: int = 2) -> None:
     console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def _run_stage(command: str, cls, stage: Callable, args: list[str] | None, resume: Path | None,
+               default_recipe: str | None, force: bool, allow_changes: bool,
+               extra: list[str] = ()):
+    """Resolve the config (validated before any model loads), claim the run directory, run the
+    stage with the console view listening, and turn its stops into exit codes."""
+    from aha.config.resume import resume_config
+    from aha.events import Events
+    from aha.terminal import ConsoleView
+    from aha.train.checkpoint import DivergedError
+    from aha.train.signals import StopRequested
+
+    try:
+        if resume is not None:
+            recipe, overrides = _split_args(args, None)
+            if recipe is not None:
+                raise ConfigError(f"--resume takes key=value overrides only, got {recipe}")
+            cfg, run_dir = resume_config(cls, resume, [*extra, *overrides], allow_changes), resume
+        else:
+            recipe, overrides = _split_args(args, default_recipe)
+            cfg = load_config(cls, recipe, [*extra, *overrides])
+            run_dir = runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
+            console.print(f"run directory: {run_dir}")
+    except USER_ERRORS as err:
+        _fail(err)
+    _quiet_transformers()
+    view = ConsoleView(console, progress=cfg.run.progress)
+    try:
+        with runs_module.removed_if_failed(run_dir):
+            summary = stage(cfg, run_dir, Events([view]))
+    except StopRequested as stop:
+        view.close()
+        console.print(f"\n{stop}; continue with `aha {command} --resume {run_dir}`")
+        raise typer.Exit(stop.exit_code)
+    except DivergedError as err:
+        view.close()
+        _fail(err, code=3)
+    except USER_ERRORS as err:
+        view.close()
+        _fail(err)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, no checkpoint
+        view.close()
+        raise typer.Exit(130)
+    view.close()
+    return summary, run_dir
+
+
+RESUME = typer.Option(None, "--resume", help="continue the run in this directory (key=value overrides allowed)")
+FORCE = typer.Option(False, "--force", help="replace run.out_dir/run.name if it exists (default: a new name-2)")
+ALLOW = typer.Option(False, "--allow-changes", help="with --resume: accept changed algorithm settings (recorded)")
 
 
 @app.command()
 def zero(
     args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. grpo.beta=0.001"),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
 ):
     """R1-Zero: GRPO from a base model with rule rewards only (defaults: the laptop miniature)."""
-    from aha.stages import grpo, zero as zero_stage
+    from aha.observe.report import write_report
+    from aha.stages import grpo
 
-    _quiet_transformers()
-    try:
-        if resume is not None:
-            if not (resume / "config.yaml").exists():
-                raise ConfigError(f"{resume}: not a run directory (no config.yaml)")
-            recipe, overrides = _split_args(args, None)
-            cfg = load_config(ZeroConfig, recipe or resume / "config.yaml", overrides)
-            trainer = grpo.resume_run(cfg, resume)
-            console.print(f"resuming {resume} from step {trainer.state['step']}")
-        else:
-            recipe, overrides = _split_args(args, "zero-tiny")
-            cfg = load_config(ZeroConfig, recipe, overrides)
-            model_dir = zero_stage.ensure_base_model(cfg, console)
-            trainer = grpo.start_run(cfg, model_dir)
-            console.print(f"run directory: {trainer.run_dir}")
-    except (ConfigError, FileNotFoundError, KeyError, ValueError) as err:
-        _fail(err)
-    try:
-        summary = zero_stage.train(trainer, console)
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
-    _print_summary(summary, trainer.run_dir)
+    summary, run_dir = _run_stage("zero", ZeroConfig, grpo.run, args, resume, "zero-tiny", force, allow_changes)
+    console.print(f"report: {write_report([run_dir])}")
+    _print_summary(summary, run_dir)
 
 
 def _print_summary(summary: dict, run_dir: Path) -> None:
@@ -102,20 +137,72 @@ def _print_summary(summary: dict, run_dir: Path) -> None:
 
 
 @app.command()
+def sft(
+    args: Optional[List[str]] = typer.Argument(None, help="DATA [RECIPE.yaml] [key=value …]; DATA: JSONL, parquet or "
+                                                           "a datasets directory (or give data.path=…)"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """Supervised fine-tuning on completion/assistant tokens only, packed without padding."""
+    from aha.stages import sft as sft_stage
+
+    args = list(args or [])
+    extra = [f"data.path={args.pop(0)}"] if args and "=" not in args[0] and not args[0].endswith((".yaml", ".yml")) else []
+    summary, run_dir = _run_stage("sft", SFTConfig, sft_stage.run, args, resume, None, force, allow_changes, extra)
+    table = Table(title=f"SFT run {run_dir.name}", show_header=False)
+    table.add_row("held-out loss (start → end)", f"{summary['held_out_loss_start']:.4f} → "
+                                                  f"[bold]{summary['held_out_loss_end']:.4f}[/bold]")
+    table.add_row("rows trained / held out / dropped", f"{summary['rows_train']} / {summary['rows_held_out']} / "
+                                                        f"{summary['rows_dropped']}")
+    table.add_row("optimizer steps / tokens trained", f"{summary['steps']} / {summary['tokens_trained']:,}")
+    table.add_row("model", str(summary["model_dir"]))
+    console.print(table)
+
+
+@app.command()
+def sample(
+    args: Optional[List[str]] = typer.Argument(None, help="MODEL_OR_RUN [key=value …], e.g. sample.k=8 task.name=gsm8k"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """k samples per prompt, verified and filtered into SFT-ready JSONL (rejection sampling)."""
+    from aha.stages import sample as sample_stage
+
+    args = list(args or [])
+    extra = []
+    if args and "=" not in args[0]:
+        extra = [f"model.path={sample_stage.model_dir_of(Path(args.pop(0)))}"]
+    summary, run_dir = _run_stage("sample", SampleConfig, sample_stage.run, args, resume, None, force,
+                                  allow_changes, extra)
+    table = Table(title=f"samples {run_dir.name}", show_header=True)
+    table.add_column("filter")
+    table.add_column("dropped", justify="right")
+    table.add_column("left", justify="right")
+    for step in summary["filters"]:
+        table.add_row(step["filter"], str(step["dropped"]), str(step["left"]))
+    console.print(table)
+    console.print(f"{summary['records']} records → {summary['kept']} kept: {run_dir}/sft.jsonl "
+                  f"(all records with verdicts: {run_dir}/records.jsonl)")
+
+
+@app.command()
 def pretrain(
     args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …] (pretrain.* and task.*)"),
     rebuild: bool = typer.Option(False, "--rebuild", help="build it even if a cached or shipped copy exists"),
 ):
     """Build (or find cached) the embedded tiny base model and print its directory."""
-    from aha.stages.zero import ensure_base_model
+    from aha.events import Events
+    from aha.stages.pretrain import ensure_base_model
+    from aha.terminal import ConsoleView
 
-    _quiet_transformers()
     try:
         recipe, overrides = _split_args(args, "zero-tiny")
         cfg = load_config(ZeroConfig, recipe, overrides)
-    except (ConfigError, KeyError, ValueError) as err:
+    except USER_ERRORS as err:
         _fail(err)
-    console.print(str(ensure_base_model(cfg, console, rebuild=rebuild)))
+    _quiet_transformers()
+    view = ConsoleView(console, progress=cfg.run.progress)
+    path = ensure_base_model(cfg.pretrain, cfg.task, Events([view]), rebuild=rebuild)
+    view.close()
+    console.print(str(path))
 
 
 @app.command("eval")

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,11 +22,13 @@ import torch
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def fresh_run_dir(out_dir: str, name: str) -> Path:
+def fresh_run_dir(out_dir: str, name: str, force: bool = False) -> Path:
     """A new directory for the run; never reuses one that holds files (nothing is overwritten):
-    `name`, then `name-2`, `name-3`, …"""
+    `name`, then `name-2`, `name-3`, … With `force`, an existing `name` is emptied and reused."""
     root = Path(out_dir)
     candidate, n = root / name, 1
+    if force and candidate.is_dir():
+        shutil.rmtree(candidate)
     while candidate.exists() and any(candidate.iterdir()):
         n += 1
         candidate = root / f"{name}-{n}"
@@ -33,10 +36,39 @@ def fresh_run_dir(out_dir: str, name: str) -> Path:
     return candidate
 
 
+def has_progress(run_dir: Path) -> bool:
+    """Whether a run directory holds anything worth keeping: a checkpoint or a logged step."""
+    metrics = run_dir / "metrics.jsonl"
+    return latest_checkpoint(run_dir) is not None or (metrics.exists() and metrics.stat().st_size > 0)
+
+
+@contextmanager
+def removed_if_failed(run_dir: Path):
+    """A start that fails before any progress (a bad model, a full disk, Ctrl-C during loading)
+    leaves no orphan directory behind; one with a checkpoint or a logged step is kept for resume."""
+    try:
+        yield run_dir
+    except BaseException:
+        if run_dir.is_dir() and not has_progress(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _plain(value):
+    """JSON for what json cannot write itself: numpy/torch scalars as numbers, anything else as text."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def json_line(row: dict) -> str:
+    return json.dumps(row, default=_plain) + "\n"
+
+
 def append_jsonl(path: Path, rows: list[dict]) -> None:
     with path.open("a") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=float) + "\n")
+        f.write("".join(json_line(row) for row in rows))
         f.flush()
 
 
@@ -54,12 +86,29 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+def repair_jsonl(path: Path) -> bool:
+    """Drop a last line that is not valid JSON (a write cut short by a kill); True if one was dropped.
+    Any other bad line is an error: that is corruption, not a torn write."""
+    if not path.exists():
+        return False
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return False
+    try:
+        json.loads(lines[-1])
+        return False
+    except json.JSONDecodeError:
+        _write_atomic(path, "".join(lines[:-1]))
+        return True
+
+
 def truncate_jsonl(path: Path, max_step: int) -> None:
     """Drop lines logged after the checkpoint we resume from, so the resumed log equals an
     uninterrupted one."""
     if path.exists():
         kept = [row for row in read_jsonl(path) if row.get("step", 0) <= max_step]
-        _write_atomic(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+        _write_atomic(path, "".join(json_line(r) for r in kept))
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -27,6 +27,27 @@ TAGS = ("<think>", "</think>", "<answer>", "</answer>")
 _SHAPE = re.compile(r"^\s*<think>(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*$", re.DOTALL)
 
 
+# Prompt templates by name (`prompt.template=`); any other text holding `{prompt}` is used as given,
+# and "chat" renders the question as one user turn through the tokenizer's own chat template.
+TEMPLATES = {"r1-zero": R1_ZERO_TEMPLATE, "plain": "{prompt}"}
+CHAT = "chat"
+
+
+def check_template(template: str) -> None:
+    """Raise ValueError unless `template` is a registered name, "chat", or a text with `{prompt}`."""
+    if template != CHAT and template not in TEMPLATES and "{prompt}" not in template:
+        raise ValueError(f"unknown template {template!r}; valid: {', '.join([*TEMPLATES, CHAT])} "
+                         "or a text containing '{prompt}'")
+
+
+def render_prompt(question: str, template: str = "r1-zero", tokenizer=None) -> str:
+    """The text the policy continues for `question` under a configured template."""
+    if template == CHAT:
+        messages = [{"role": "user", "content": question}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return build_prompt(question, TEMPLATES.get(template, template))
+
+
 def build_prompt(question: str, template: str = R1_ZERO_TEMPLATE) -> str:
     """The text the policy continues. `template` must hold one `{prompt}` slot."""
     if "{prompt}" not in template:

@@ -12,7 +12,7 @@ from aha.algo.passk import majority_vote, pass_at_k
 from aha.rewards import combine
 from aha.rollout.base import RolloutEngine, SamplingParams
 from aha.tasks.base import Problem, Task
-from aha.template import build_prompt, parse_response
+from aha.template import parse_response, render_prompt
 
 
 @dataclass
@@ -36,9 +36,9 @@ class EvalResult:
 
 
 def evaluate(engine: RolloutEngine, tokenizer, task: Task, problems: list[Problem], k: int,
-             params: SamplingParams) -> EvalResult:
+             params: SamplingParams, template: str = "r1-zero") -> EvalResult:
     start = time.time()
-    prompts = [tokenizer(build_prompt(p.question))["input_ids"] for p in problems]
+    prompts = [tokenizer(render_prompt(p.question, template, tokenizer))["input_ids"] for p in problems]
     completions = engine.generate(prompts, params, n=k)
     grouped = [completions[i * k : (i + 1) * k] for i in range(len(problems))]
     correct_counts, votes_right, formats, lengths = [], [], [], []

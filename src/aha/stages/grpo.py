@@ -1,87 +1,110 @@
-"""R1-Zero: GRPO from a base model with rule rewards only.
+"""GRPO (R1-Zero's RL, and R1's reasoning RL): `run(cfg, run_dir, events) -> summary`.
 
-Reads top-down: setup → a rollout per step → rewards → group advantages → μ clipped-surrogate updates
-→ metrics, samples, checkpoints. Held-out pass@1 (k samples, T=0.6, top-p 0.95) is measured on the
-base before the first step and on the policy after the last, with the same protocol.
+Reads top-down: setup (fresh or from the run directory's latest checkpoint) → held-out pass@1 of
+the starting policy (k samples, T 0.6, top-p 0.95) → a flat loop of `grpo_step.run_step` with
+periodic evaluation, monitors, the non-finite guard, logs and checkpoints → the same held-out
+evaluation of the final policy → summary.json. The stage knows no terminal: progress, warnings
+and metrics go out as events. SIGTERM or Ctrl-C finish the step, save, and raise `StopRequested`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from aha import runs
-from aha.algo.advantages import compute_advantages
 from aha.config import ZeroConfig, save_config
+from aha.events import Events
 from aha.models.loading import load_model_dir, stop_token_ids
 from aha.observe.cost import CostLedger, count_params
-from aha.observe.metrics import behaviour_metrics
 from aha.observe.monitors import RunMonitor
-from aha.rewards import combine, get_reward
 from aha.rollout import SamplingParams, make_engine
-from aha.stages.update import RolloutBatch, policy_update, prefer_fast_attention
+from aha.stages.evaluate import evaluate
+from aha.stages.grpo_step import Trainer, run_step
+from aha.stages.pretrain import base_model_dir
 from aha.tasks import get_task
-from aha.template import build_prompt
+from aha.train import checkpoint, guard, optim, session
+from aha.train.forward import prefer_fast_attention
+from aha.train.signals import StopRequested, graceful_stop
 
 
-@dataclass
-class Trainer:
-    """Everything a step needs, built once by `setup` (and rebuilt identically on resume)."""
+def run(cfg: ZeroConfig, run_dir: Path, events: Events | None = None) -> dict:
+    """Train to `grpo.steps`, continuing from the latest checkpoint in `run_dir` if there is one."""
+    events = (events or Events()).for_stage("grpo")
+    t = resume(cfg, run_dir, events) if runs.latest_checkpoint(run_dir) else start(cfg, run_dir, events)
+    events = session.with_loggers(events, cfg.run, run_dir, cfg)
+    session_start, seconds_before = time.time(), t.state["seconds"]
+    if t.state["base_accuracy"] is None:
+        e = cfg.eval
+        events.info(f"evaluating the starting policy: {e.problems} held-out problems × {e.k} samples "
+                    f"(T={e.temperature}, top-p {e.top_p})")
+        base = held_out_eval(t, e.problems, e.k, seed=1)
+        t.state["base_accuracy"], t.state["base_eval"] = base.pass_at_1, base.to_json()
+        events.info(f"starting pass@1 {base.pass_at_1:.3f}  (format {base.format_rate:.2f}, "
+                    f"{base.response_length_mean:.1f} tokens)")
+    with graceful_stop() as stop:
+        events.phase("GRPO", total=cfg.grpo.steps, completed=t.state["step"])
+        for step in range(t.state["step"] + 1, cfg.grpo.steps + 1):
+            row, samples = run_step(t, step)
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.grpo.steps:
+                row["eval/accuracy"] = held_out_eval(t, cfg.eval.during_problems, 1, seed=2).pass_at_1
+            diverged = _guard_and_monitor(t, row, events)
+            t.state["step"] = step
+            t.state["seconds"] = seconds_before + time.time() - session_start
+            runs.append_jsonl(run_dir / "metrics.jsonl", [row])
+            runs.append_jsonl(run_dir / "samples.jsonl", samples)
+            events.metrics(step, row)
+            if diverged:
+                raise diverged
+            if step % cfg.run.save_every == 0:
+                save(t)
+            events.advance(step, cfg.grpo.steps, _progress_info(row))
+            if stop.requested:
+                raise StopRequested(stop.signum, step, save(t))
+    return finish(t, events, seconds_before, session_start)
 
-    cfg: ZeroConfig
-    run_dir: Path
-    model: torch.nn.Module
-    tokenizer: object
-    task: object
-    engine: object
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    ref_model: torch.nn.Module | None
-    stops: tuple[int, ...]
-    state: dict  # step, base accuracy, seconds so far — saved with checkpoints
-    ledger: CostLedger  # tokens, FLOPs and seconds per phase; saved with checkpoints
-    monitor: RunMonitor
+
+def start(cfg: ZeroConfig, run_dir: Path, events: Events) -> Trainer:
+    model_dir = base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
+    t = setup(cfg, run_dir, model_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    built = Path(model_dir) / "pretrain.json"
+    if built.exists():  # the embedded base's own cost belongs to the result, cached or not
+        stats = json.loads(built.read_text())
+        t.ledger.add("pretrain", seconds=stats["wall_seconds"], tokens_trained=stats["tokens_trained"])
+    return t
+
+
+def resume(cfg: ZeroConfig, run_dir: Path, events: Events) -> Trainer:
+    latest = runs.latest_checkpoint(run_dir)
+    t = setup(cfg, run_dir, latest, resume_from=latest)
+    session.rewind_logs(run_dir, t.state["step"], events)
+    for row in runs.read_jsonl(run_dir / "metrics.jsonl"):  # the monitors see the whole run's history
+        t.monitor.check(row)
+    events.info(f"resuming {run_dir} from step {t.state['step']}")
+    return t
 
 
 def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | None = None) -> Trainer:
-    torch.set_num_threads(cfg.run.threads or usable_cores())
-    torch.manual_seed(cfg.run.seed)
-    source = resume_from or model_dir
-    model, tokenizer = load_model_dir(source, cfg.model.dtype)
+    session.seed_and_threads(cfg.run)
+    model, tokenizer = load_model_dir(resume_from or model_dir, cfg.model.dtype)
     task = get_task(cfg.task.name, **cfg.task.options)
-    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch,
-                         bf16=cfg.model.precision == "bf16-mixed")
+    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
     g = cfg.grpo
-    optimizer = torch.optim.AdamW(model.parameters(), lr=g.lr, weight_decay=g.weight_decay, betas=(0.9, 0.99))
-    warmup = max(1, g.warmup_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
-    state = {"step": 0, "base_accuracy": None, "seconds": 0.0}
+    optimizer = optim.adamw(model, g.lr, g.weight_decay)
+    scheduler = optim.schedule(optimizer, g.warmup_steps)
+    prefer_fast_attention(model, cfg.model.bf16)
+    ref_model = _frozen_copy(model) if g.beta > 0 else None  # beta 0 loads no reference
+    state = {"step": 0, "base_accuracy": None, "seconds": 0.0, "bad_steps": 0}
     ledger = CostLedger(n_params=count_params(model))
     if resume_from is not None:
-        saved = torch.load(resume_from / "trainer_state.pt", weights_only=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        state = saved["state"]
+        state = {"bad_steps": 0, **checkpoint.load(resume_from, optimizer, scheduler, ref_model)}
         ledger = CostLedger.from_dict(state["cost"])
-    prefer_fast_attention(model, cfg.model.precision == "bf16-mixed")
-    ref_model = _frozen_copy(model) if g.beta > 0 else None  # beta 0 loads no reference
-    if ref_model is not None and resume_from is not None and (resume_from / "reference").exists():
-        ref_model.load_state_dict(torch.load(resume_from / "reference" / "weights.pt", weights_only=True))
     return Trainer(cfg, run_dir, model, tokenizer, task, engine, optimizer, scheduler, ref_model,
                    stop_token_ids(tokenizer), state, ledger, RunMonitor())
-
-
-def usable_cores() -> int:
-    # The cores this process may run on (a container or taskset may allow fewer than the machine
-    # has); macOS has no sched_getaffinity.
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _frozen_copy(model):
@@ -91,6 +114,21 @@ def _frozen_copy(model):
     return ref
 
 
+def _guard_and_monitor(t: Trainer, row: dict, events: Events):
+    """Monitors' warnings and flags, then the non-finite guard (`aha.train.guard`)."""
+    verdict = t.monitor.check(row)
+    row.update(verdict.flags)
+    for warning in verdict.warnings:
+        events.warning(warning)
+    return guard.check_update(row, t.state, t.cfg.run.max_bad_steps, events, runs.latest_checkpoint(t.run_dir))
+
+
+def _progress_info(row: dict) -> str:
+    seconds = row["seconds/rollout"] + row["seconds/reward"] + row["seconds/update"]
+    return (f"reward {row['reward']:.2f}  acc {row['accuracy']:.2f}  len {row['response_length_mean']:.1f}  "
+            f"reflect {row['reflection_rate']:.2f}  {row['tokens_generated'] / max(seconds, 1e-9):,.0f} tok/s")
+
+
 def eval_params(t: Trainer, seed: int) -> SamplingParams:
     e = t.cfg.eval
     return SamplingParams(max_new_tokens=t.cfg.rollout.max_new_tokens, temperature=e.temperature, top_p=e.top_p,
@@ -98,133 +136,46 @@ def eval_params(t: Trainer, seed: int) -> SamplingParams:
 
 
 def held_out(t: Trainer, n: int):
-    # A fixed set: the same problems for the base and the final policy.
+    # A fixed set: the same problems for the starting and the final policy.
     return t.task.problems("test", n, seed=t.cfg.run.seed + 12345)
 
 
-def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
-    """One GRPO step; returns the metrics row and the logged samples."""
-    cfg, g = t.cfg, t.cfg.grpo
-    timings = {}
-    clock = time.time()
-    # Problems and sampling noise depend only on (seed, step): a resumed run draws what the
-    # uninterrupted one would have drawn.
-    problems = t.task.problems("train", g.prompts_per_step, seed=cfg.run.seed * 1_000_003 + step)
-    prompt_ids = [t.tokenizer(build_prompt(p.question))["input_ids"] for p in problems]
-    params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                            top_p=cfg.rollout.top_p, stop_token_ids=t.stops, seed=cfg.run.seed * 7919 + step)
-    completions = t.engine.generate(prompt_ids, params, n=g.group_size)
-    timings["seconds/rollout"] = time.time() - clock
-    lengths = [len(c.ids) for c in completions]
-    t.ledger.add("rollout", seconds=timings["seconds/rollout"], tokens_generated=sum(lengths),
-                 tokens_forward=sum(len(p) for p in prompt_ids))
-
-    clock = time.time()
-    expanded = [problems[c.prompt_index] for c in completions]
-    texts = [c.text for c in completions]
-    truncated = [c.truncated for c in completions]
-    # The prompt's language, for the language-consistency reward and the mixing metric (R1 §2.3.2).
-    languages = [p.meta.get("language", "en") for p in expanded]
-    scored = combine(cfg.rewards, texts, problems=expanded, task=t.task, truncated=truncated,
-                     lengths=lengths, max_new_tokens=cfg.rollout.max_new_tokens,
-                     target_language=languages)
-    rewards = torch.tensor(scored.total)
-    advantages = compute_advantages(g.advantage, rewards, g.group_size)
-    timings["seconds/reward"] = time.time() - clock
-    t.ledger.add("reward", seconds=timings["seconds/reward"])
-
-    clock = time.time()
-    batch = RolloutBatch.from_completions(prompt_ids, completions, advantages)
-    update = policy_update(
-        t.model, t.optimizer, batch, pad_id=t.tokenizer.pad_token_id, micro_batch_size=g.micro_batch_size,
-        mu=g.mu, eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta, loss_agg=g.loss_agg,
-        max_len=cfg.rollout.max_new_tokens, temperature=max(cfg.rollout.temperature, 1e-6),
-        max_grad_norm=g.max_grad_norm, ref_model=t.ref_model, bf16=cfg.model.precision == "bf16-mixed",
-        micro_batch_tokens=g.micro_batch_tokens,
-    )
-    t.scheduler.step()
-    t.engine.load_weights(t.model.state_dict())  # on-policy sync (the torch engine shares the module: no-op)
-    if t.ref_model is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
-        t.ref_model.load_state_dict(t.model.state_dict())
-    timings["seconds/update"] = time.time() - clock
-    # FLOPs follow the tokens the update really ran: prompts once per group, through every forward
-    # and backward (6·N each), and through the reference's forward (2·N) when there is one.
-    processed = update["forward_tokens"]
-    t.ledger.add("update", seconds=timings["seconds/update"], tokens_trained=processed * g.mu,
-                 tokens_forward=processed if t.ref_model is not None else 0)
-
-    # Accuracy and format are always logged, weighted or not: a run rewarded on something else
-    # (a user reward, format only) is still judged by whether its answers are right.
-    context = dict(problems=expanded, task=t.task, truncated=truncated)
-    accuracy = scored.components.get("accuracy") or get_reward("accuracy")(texts, **context)
-    formats = scored.components.get("format") or get_reward("format")(texts, **context)
-    row = {
-        "step": step,
-        "reward": float(rewards.mean()),
-        **{f"reward/{k}": v for k, v in scored.component_means().items()},
-        "accuracy": float(np.mean([a or 0.0 for a in accuracy])),
-        "format": float(np.mean(formats)),
-        **behaviour_metrics(texts, lengths, [bool(a) for a in accuracy], truncated,
-                            t.task.reflection_markers, rewards=scored.total, group_size=g.group_size,
-                            languages=languages),
-        **update,
-        "lr": t.scheduler.get_last_lr()[0],
-        **timings,
-        "tokens_generated": sum(lengths),
-        # Completion tokens in the loss (× μ). Not the cost ledger's `tokens_trained`, which counts
-        # every token the update ran (prompts once per group): that one is `forward_tokens` × μ here.
-        "completion_tokens_trained": batch.n_tokens * g.mu,
-    }
-    samples = _pick_samples(completions, expanded, scored.total, accuracy, formats, step, cfg.run.samples_per_step,
-                            g.group_size)
-    return row, samples
-
-
-def _pick_samples(completions, problems, rewards, accuracy, formats, step, count, group_size) -> list[dict]:
-    # One completion from each of the first `count` groups: varied problems, not one group's siblings.
-    picked = []
-    for i in range(0, len(completions), group_size)[:count]:
-        c = completions[i]
-        picked.append({
-            "step": step, "question": problems[i].question, "reference": problems[i].answer, "completion": c.text,
-            "reward": rewards[i], "accuracy": accuracy[i], "format": formats[i],
-            "length": len(c.ids), "truncated": c.truncated,
-        })
-    return picked
+def held_out_eval(t: Trainer, problems: int, k: int, seed: int):
+    """Held-out pass@1 with the paper's sampling; its cost goes to the ledger's "eval" phase."""
+    result = evaluate(t.engine, t.tokenizer, t.task, held_out(t, problems), k, eval_params(t, seed),
+                      template=t.cfg.prompt.template)
+    t.ledger.add("eval", seconds=result.seconds, tokens_generated=result.tokens_generated)
+    return result
 
 
 def save(t: Trainer) -> Path:
     t.state["cost"] = t.ledger.to_dict()
-    trainer_state = {"optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(), "state": t.state}
-    path = runs.save_checkpoint(t.run_dir, t.state["step"], t.model, t.tokenizer, trainer_state)
-    if t.ref_model is not None:
-        (path / "reference").mkdir(exist_ok=True)
-        torch.save(t.ref_model.state_dict(), path / "reference" / "weights.pt")
-    return path
+    return checkpoint.save(t.run_dir, t.state["step"], t.model, t.tokenizer, t.optimizer, t.scheduler, t.state,
+                           t.ref_model)
 
 
-def start_run(cfg: ZeroConfig, model_dir: Path) -> Trainer:
-    run_dir = runs.fresh_run_dir(cfg.run.out_dir, cfg.run.name)
-    save_config(cfg, run_dir / "config.yaml")
-    t = setup(cfg, run_dir, model_dir)
-    built = Path(model_dir) / "pretrain.json"
-    if built.exists():  # the embedded base's own cost belongs to the result, cached or not
-        stats = json.loads(built.read_text())
-        t.ledger.add("pretrain", seconds=stats["wall_seconds"], tokens_trained=stats["tokens_trained"])
-    return t
+def finish(t: Trainer, events: Events, seconds_before: float, session_start: float) -> dict:
+    final = held_out_eval(t, t.cfg.eval.problems, t.cfg.eval.k, seed=1)
+    latest = runs.latest_checkpoint(t.run_dir)
+    if latest is None or latest.name != f"checkpoint-{t.state['step']}":
+        save(t)
+    t.state["seconds"] = seconds_before + time.time() - session_start
+    ledger = t.ledger.phases
+    summary = {
+        "stage": "grpo",
+        "base_accuracy": t.state["base_accuracy"],
+        "final_accuracy": final.pass_at_1,
+        "base_eval": t.state["base_eval"],
+        "final_eval": final.to_json(),
+        "steps": t.state["step"],
+        "wall_seconds": t.state["seconds"],
+        # Training tokens only (evaluation and the base's pretraining are in the cost ledger).
+        "tokens_generated": ledger["rollout"].tokens_generated if "rollout" in ledger else 0,
+        "tokens_trained": ledger["update"].tokens_trained if "update" in ledger else 0,
+        "parameters": count_params(t.model, exclude_embeddings=False),
+        "cost": t.ledger.to_dict(),
+    }
+    runs.write_json(t.run_dir / "summary.json", summary)
+    events.done(summary)
+    return summary
 
-
-def resume_run(cfg: ZeroConfig, run_dir: Path) -> Trainer:
-    checkpoint = runs.latest_checkpoint(run_dir)
-    if checkpoint is None:
-        raise FileNotFoundError(f"{run_dir}: no checkpoint-<step> folder to resume from")
-    t = setup(cfg, run_dir, checkpoint, resume_from=checkpoint)
-    runs.truncate_jsonl(run_dir / "metrics.jsonl", t.state["step"])
-    runs.truncate_jsonl(run_dir / "samples.jsonl", t.state["step"])
-    for row in runs.read_jsonl(run_dir / "metrics.jsonl"):  # the monitors see the whole run's history
-        t.monitor.check(row)
-    return t
-
-
-def n_parameters(t: Trainer) -> int:
-    return count_params(t.model, exclude_embeddings=False)

@@ -138,3 +138,42 @@ def _warmup_cosine(warmup: int, total: int):
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def ensure_base_model(pretrain_cfg: PretrainConfig, task_cfg, events=None, rebuild: bool = False) -> Path:
+    """The HF directory of the embedded base for these settings: the user's cache, else the copy
+    shipped in the package (default settings only), else built now from its seed (and cached)."""
+    import os
+    import shutil
+
+    from aha.events import Events
+    from aha.models.loading import embedded_base_dir, is_complete_model_dir, shipped_base_dir
+    from aha.tasks import get_task
+
+    events = (events or Events()).for_stage("pretrain")
+    target = embedded_base_dir(pretrain_cfg, task_cfg)
+    if not rebuild and is_complete_model_dir(target):
+        events.info(f"base model: cached at {target}")
+        return target
+    shipped = shipped_base_dir(pretrain_cfg, task_cfg)
+    if not rebuild and shipped is not None:
+        events.info(f"base model: shipped with aha ({shipped.name}); `aha pretrain --rebuild` rebuilds it")
+        return shipped
+    events.info(f"building the embedded base model (once; cached at {target})")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    events.phase("pretrain")
+    stats = pretrain(pretrain_cfg, get_task(task_cfg.name, **task_cfg.options), tmp,
+                     on_step=lambda s, total, loss: events.advance(s, total, f"loss {loss:.3f}"))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    events.info(f"base model built: {stats['parameters']:,} parameters, {stats['tokens_trained']:,} tokens, "
+                f"{stats['wall_seconds']:.0f} s")
+    return target
+
+
+def base_model_dir(model_cfg, pretrain_cfg: PretrainConfig, task_cfg, events=None) -> Path:
+    """Where a stage's starting weights are: the user's directory, or the embedded base."""
+    if model_cfg.path != "embedded":
+        return Path(model_cfg.path)
+    return ensure_base_model(pretrain_cfg, task_cfg, events)

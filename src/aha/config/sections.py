@@ -1,0 +1,242 @@
+"""The config sections every stage shares (run, model, task, prompt, rollout, eval) and each stage's
+own; every section checks itself in `validate(key)`, and each stage config checks the cross-field
+rules. Numbers that change the algorithm are global (prompts per step, samples per prompt, batch
+rows per optimizer step); micro-batch sizes only change speed and memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aha.config import checks
+from aha.config.base import PRESETS, ConfigError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str = "zero-tiny"
+    out_dir: str = "runs"
+    seed: int = 0
+    threads: int = 0  # 0 = every core this process may use
+    save_every: int = 50  # steps between checkpoints (one is always written at the end)
+    samples_per_step: int = 8  # completions logged to samples.jsonl each step
+    progress: bool = True
+    log_to: list = field(default_factory=list)  # extra metric loggers: tensorboard, wandb
+    # Consecutive steps whose loss or gradient is not finite (each skipped, weights untouched)
+    # before the run stops with an error, its last checkpoint intact.
+    max_bad_steps: int = 3
+
+    def validate(self, key: str) -> None:
+        checks.run_name(f"{key}.name", self.name)
+        checks.writable_dir(f"{key}.out_dir", self.out_dir)
+        checks.at_least(f"{key}.seed", self.seed, 0)
+        checks.at_least(f"{key}.threads", self.threads, 0, "0 = all usable cores")
+        checks.at_least(f"{key}.save_every", self.save_every, 1)
+        checks.at_least(f"{key}.samples_per_step", self.samples_per_step, 0)
+        checks.at_least(f"{key}.max_bad_steps", self.max_bad_steps, 1)
+        from aha.observe.loggers import LOGGERS
+
+        for name in self.log_to:
+            checks.registered(f"{key}.log_to", name, LOGGERS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    SHORTHAND = "path"  # `model=DIR` means `model.path=DIR`
+    path: str = "embedded"  # "embedded" = the built-in tiny base model; else an HF causal-LM directory
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # how the weights are stored
+    # How the matmuls run. "bf16-mixed": fp32 master weights, bf16 rollout, reference and update
+    # (autocast) — 2.5× the fp32 matmul rate on CPUs with AVX-512-bf16/AMX, the usual choice on GPUs.
+    # "fp32" stays the default: reproducible run to run on one machine, bf16-less CPUs included.
+    precision: Literal["fp32", "bf16-mixed"] = "fp32"
+
+    def validate(self, key: str, chat_template: bool = False) -> None:
+        if self.path != "embedded":  # the embedded tokenizer ships a chat template
+            checks.model_dir(f"{key}.path", self.path, chat_template)
+
+    @property
+    def bf16(self) -> bool:
+        """Decided here once: every matmul-running part takes this flag."""
+        return self.precision == "bf16-mixed"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """How the embedded base model is built (ignored when model.path is an HF directory)."""
+
+    documents: int = 160_000  # corpus size: problems with traces (plus fact lines, if facts_share > 0)
+    facts_share: float = 0.0  # share of documents that are plain fact lines (products, comparisons)
+    epochs: int = 1
+    batch_size: int = 64
+    lr: float = 2e-3
+    warmup_steps: int = 50
+    vocab_size: int = 640
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    kv_heads: int = 2
+    mlp: int = 384
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        for name in ("documents", "epochs", "batch_size", "vocab_size", "hidden", "layers", "heads", "kv_heads", "mlp"):
+            checks.at_least(f"{key}.{name}", getattr(self, name), 1)
+        checks.within(f"{key}.facts_share", self.facts_share, 0.0, 1.0)
+        checks.positive(f"{key}.lr", self.lr)
+        checks.at_least(f"{key}.warmup_steps", self.warmup_steps, 0)
+        if self.hidden % self.heads or self.heads % self.kv_heads:
+            raise ConfigError(f"{key}: hidden ({self.hidden}) must be a multiple of heads ({self.heads}) and heads "
+                              f"a multiple of kv_heads ({self.kv_heads})")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    name: str = "division"
+    options: dict = field(default_factory=dict)  # passed to the task's constructor
+
+    def validate(self, key: str) -> None:
+        checks.task_options(key, self.name, self.options)
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    # "r1-zero" (Table 1 of the paper, verbatim), "plain" (the question alone), "chat" (the
+    # tokenizer's chat template, one user turn), or any text holding {prompt}.
+    template: str = "r1-zero"
+
+    def validate(self, key: str) -> None:
+        from aha.template import check_template
+
+        try:
+            check_template(self.template)
+        except ValueError as err:
+            raise ConfigError(f"{key}.template: {err}") from None
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    engine: str = "torch"  # registered engine (aha.rollout.ENGINES)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    max_batch: int = 256  # samples decoded at once (speed/memory only)
+
+    def validate(self, key: str) -> None:
+        from aha.rollout import ENGINES
+
+        checks.registered(f"{key}.engine", self.engine, ENGINES)
+        checks.at_least(f"{key}.temperature", self.temperature, 0.0)
+        checks.within(f"{key}.top_p", self.top_p, 0.0, 1.0, low_open=True)
+        checks.at_least(f"{key}.max_new_tokens", self.max_new_tokens, 1)
+        checks.at_least(f"{key}.max_batch", self.max_batch, 1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    problems: int = 200  # held-out problems
+    k: int = 4  # samples per problem: pass@1 is averaged over them
+    temperature: float = 0.6
+    top_p: float = 0.95
+    every: int = 50  # steps between held-out evaluations during training (0 = start and end only)
+    during_problems: int = 100  # smaller held-out set for the periodic evaluations
+
+    def validate(self, key: str) -> None:
+        checks.at_least(f"{key}.problems", self.problems, 1)
+        checks.at_least(f"{key}.k", self.k, 1)
+        checks.at_least(f"{key}.temperature", self.temperature, 0.0)
+        checks.within(f"{key}.top_p", self.top_p, 0.0, 1.0, low_open=True)
+        checks.at_least(f"{key}.every", self.every, 0, "0 = at the start and end only")
+        checks.at_least(f"{key}.during_problems", self.during_problems, 1)
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    preset: str = ""  # e.g. "r1": the paper's settings, applied under the recipe's own values
+    steps: int = 200
+    prompts_per_step: int = 16  # global: changes the algorithm
+    group_size: int = 8  # G samples per prompt; global
+    # Rows per forward/backward, per device: speed/memory only (accumulation is derived). The token
+    # cap below is what bounds memory; one micro-batch for the demo's 16 × 8 rows halves its kernels.
+    micro_batch_size: int = 128
+    micro_batch_tokens: int = 16384  # and at most this many padded tokens per micro-batch (speed/memory only)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    beta: float = 0.0  # KL coefficient; 0 loads no reference model
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    advantage: str = "grpo"  # registered estimator: grpo | dr_grpo | rloo
+    loss_agg: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum-norm
+    mu: int = 1  # inner updates on one batch of rollouts
+    ref_reset_every: int = 0  # replace the reference by the policy every N steps (0 = never)
+    # DAPO's dynamic sampling: drop groups whose rewards are all equal (no signal) and refill the
+    # step with fresh prompts, for at most `sampling_rounds` generations per step.
+    dynamic_sampling: bool = False
+    sampling_rounds: int = 3
+
+    def validate(self, key: str) -> None:
+        from aha.algo.advantages import ADVANTAGES
+        from aha.algo.losses import LOSS_AGGREGATIONS
+
+        checks.registered(f"{key}.advantage", self.advantage, ADVANTAGES)
+        checks.registered(f"{key}.loss_agg", self.loss_agg, LOSS_AGGREGATIONS)
+        for name in ("steps", "prompts_per_step", "micro_batch_size", "micro_batch_tokens", "mu", "sampling_rounds"):
+            checks.at_least(f"{key}.{name}", getattr(self, name), 1)
+        # Group-relative advantages of a group of one are zero: every step would train on nothing.
+        checks.at_least(f"{key}.group_size", self.group_size, 2, "group-relative advantages need ≥ 2 samples")
+        checks.positive(f"{key}.lr", self.lr)
+        checks.positive(f"{key}.max_grad_norm", self.max_grad_norm)
+        for name in ("weight_decay", "warmup_steps", "beta", "eps_high", "ref_reset_every"):
+            checks.at_least(f"{key}.{name}", getattr(self, name), 0)
+        checks.within(f"{key}.eps_low", self.eps_low, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ZeroConfig:
+    """`aha zero`: GRPO from a base model (the embedded one is pretrained first when needed)."""
+
+    # Settings a resumed run may change without --allow-changes: they move the finish line or
+    # change speed and logging, never the algorithm.
+    FREE_ON_RESUME = ("grpo.steps", "run.save_every", "run.progress", "run.threads", "run.samples_per_step",
+                      "run.log_to", "run.max_bad_steps", "rollout.max_batch", "grpo.micro_batch_size",
+                      "grpo.micro_batch_tokens", "eval.every", "eval.during_problems")
+
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    rewards: dict = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.2})
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        for name in ("run", "pretrain", "task", "prompt", "rollout", "grpo", "eval"):
+            getattr(self, name).validate(name)
+        self.model.validate("model", chat_template=self.prompt.template == "chat")
+        checks.rewards("rewards", self.rewards)
+
+
+# Named GRPO settings. "r1": DeepSeek-R1 (arXiv 2501.12948) as reported second-hand by peers.
+PRESETS.update({
+    "r1": {"beta": 0.001, "group_size": 16, "prompts_per_step": 32, "eps_low": 0.2, "eps_high": 0.2,
+           "ref_reset_every": 400, "advantage": "grpo", "loss_agg": "seq-mean-token-mean"},
+    "dr_grpo": {"advantage": "dr_grpo", "loss_agg": "seq-mean-token-sum-norm", "beta": 0.0},
+    "dapo": {"eps_low": 0.2, "eps_high": 0.28, "loss_agg": "token-mean", "beta": 0.0, "dynamic_sampling": True},
+})
+
+
+def changed_settings(old: Any, new: Any, prefix: str = "") -> dict[str, tuple]:
+    """{dotted key: (old, new)} for every leaf that differs between two configs of one class."""
+    import dataclasses
+
+    out: dict[str, tuple] = {}
+    for f in dataclasses.fields(old):
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a):
+            out.update(changed_settings(a, b, f"{prefix}{f.name}."))
+        elif a != b:
+            out[f"{prefix}{f.name}"] = (a, b)
+    return out

@@ -1,0 +1,168 @@
+"""Supervised fine-tuning (R1's cold start and rejection-sampling SFT; distillation's student):
+`run(cfg, run_dir, events) -> summary`.
+
+Reads top-down: data (`aha.train.sft_data`: completion/assistant tokens only, rows that would
+train on nothing reported) → model, optimizer, schedule (fresh, or from the run directory's
+latest checkpoint) → held-out loss → epochs of seeded batches of `sft.batch_rows` rows, each one
+optimizer step over token-budgeted micro-batches in the unpadded layout (packing without
+cross-document attention: every linear layer runs on real tokens only) → held-out loss → the final
+HF model directory in `run_dir/model`, which `transformers` loads and `aha zero model=…` continues.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from aha import runs
+from aha.algo.objectives import OBJECTIVES
+from aha.config import SFTConfig, save_config
+from aha.events import Events
+from aha.models.loading import load_model_dir
+from aha.observe.cost import CostLedger, count_params
+from aha.stages.pretrain import base_model_dir
+from aha.train import checkpoint, guard, optim, session
+from aha.train.forward import autocast, prefer_fast_attention
+from aha.train.layout import RolloutBatch, micro_batches
+from aha.train.sft_data import Example, load_dataset
+from aha.train.signals import StopRequested, graceful_stop
+from aha.train.update import optimizer_step
+
+
+def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
+    """Train for `sft.epochs`, continuing from the latest checkpoint in `run_dir` if there is one."""
+    events = (events or Events()).for_stage("sft")
+    session.seed_and_threads(cfg.run)
+    latest = runs.latest_checkpoint(run_dir)
+    model, tokenizer = load_model_dir(latest or base_model_dir(cfg.model, cfg.pretrain, cfg.task, events),
+                                      cfg.model.dtype)
+    data = load_dataset(cfg.data, tokenizer, cfg.run.seed)
+    for reason in data.dropped[:5]:
+        events.warning(f"not trained on: {reason}")
+    s = cfg.sft
+    steps_per_epoch = math.ceil(len(data.train) / s.batch_rows)
+    total_steps = s.epochs * steps_per_epoch
+    optimizer = optim.adamw(model, s.lr, s.weight_decay)
+    scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
+    prefer_fast_attention(model, cfg.model.bf16)
+    state = {"step": 0, "seconds": 0.0, "bad_steps": 0, "held_out_loss_start": None}
+    ledger = CostLedger(n_params=count_params(model))
+    if latest is not None:
+        state = checkpoint.load(latest, optimizer, scheduler)
+        ledger = CostLedger.from_dict(state["cost"])
+        session.rewind_logs(run_dir, state["step"], events, names=("metrics.jsonl",))
+        events.info(f"resuming {run_dir} from step {state['step']}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    events = session.with_loggers(events, cfg.run, run_dir, cfg)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    trainer = _Trainer(cfg, run_dir, model, tokenizer, optimizer, scheduler, state, ledger, pad_id)
+
+    if state["held_out_loss_start"] is None:
+        state["held_out_loss_start"] = trainer.held_out_loss(data.held_out)
+    clock, seconds_before = time.time(), state["seconds"]
+    with graceful_stop() as stop:
+        events.phase("SFT", total=total_steps, completed=state["step"])
+        for step in range(state["step"] + 1, total_steps + 1):
+            epoch, index = divmod(step - 1, steps_per_epoch)
+            row = trainer.train_step(step, epoch, _batch(data.train, epoch, index, s.batch_rows, cfg.run.seed))
+            if (s.eval_every and step % s.eval_every == 0) or (not s.eval_every and index == steps_per_epoch - 1):
+                row["held_out_loss"] = trainer.held_out_loss(data.held_out)
+            diverged = guard.check_update(row, state, cfg.run.max_bad_steps, events, runs.latest_checkpoint(run_dir))
+            state["step"], state["seconds"] = step, seconds_before + time.time() - clock
+            runs.append_jsonl(run_dir / "metrics.jsonl", [row])
+            events.metrics(step, row)
+            if diverged:
+                raise diverged
+            if step % cfg.run.save_every == 0:
+                trainer.save()
+            events.advance(step, total_steps, f"loss {row['loss']:.4f}  lr {row['lr']:.2e}")
+            if stop.requested:
+                raise StopRequested(stop.signum, step, trainer.save())
+    return _finish(trainer, data, events)
+
+
+def _batch(train: list[Example], epoch: int, index: int, rows: int, seed: int) -> list[Example]:
+    """The `index`-th batch of `epoch`: a seeded shuffle per epoch, so a resumed run (which
+    recomputes the order) trains on exactly the batches the uninterrupted one would have."""
+    order = list(range(len(train)))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return [train[i] for i in order[index * rows : (index + 1) * rows]]
+
+
+class _Trainer:
+    def __init__(self, cfg, run_dir, model, tokenizer, optimizer, scheduler, state, ledger, pad_id):
+        self.cfg, self.run_dir, self.model, self.tokenizer = cfg, run_dir, model, tokenizer
+        self.optimizer, self.scheduler, self.state, self.ledger, self.pad_id = optimizer, scheduler, state, ledger, pad_id
+        self.device = next(model.parameters()).device
+
+    def _micro(self, examples: list[Example]):
+        batch = RolloutBatch([e.prompt_ids for e in examples], [e.completion_ids for e in examples], None, None)
+        # Each row is its own "group" of one: the unpadded layout packs them into one flat sequence
+        # per micro-batch with attention kept inside each row.
+        return batch, micro_batches(batch, len(examples), self.pad_id, self.device, share_prompts=True,
+                                    micro_batch_tokens=self.cfg.sft.micro_batch_tokens)
+
+    def train_step(self, step: int, epoch: int, examples: list[Example]) -> dict:
+        clock = time.time()
+        batch, micro = self._micro(examples)
+        nll = OBJECTIVES.get_or_raise("nll")
+        self.model.train()
+        stats = optimizer_step(self.model, self.optimizer, micro,
+                               lambda m, mb, logp: nll(logp, mb.mask, n_tokens=batch.n_tokens),
+                               temperature=1.0, max_grad_norm=self.cfg.sft.max_grad_norm, bf16=self.cfg.model.bf16,
+                               n_tokens=batch.n_tokens)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        seconds = time.time() - clock
+        forward_tokens = sum(m.forward_tokens for m in micro)
+        self.ledger.add("update", seconds=seconds, tokens_trained=forward_tokens)
+        return {"step": step, "epoch": epoch, "loss": stats["loss"], "grad_norm": stats["grad_norm"],
+                "skipped": stats["skipped"], "entropy": stats["entropy"], "lr": lr, "rows": len(examples),
+                "tokens_trained": batch.n_tokens, "forward_tokens": forward_tokens, "seconds/update": seconds,
+                "tokens_per_second": forward_tokens / max(seconds, 1e-9)}
+
+    @torch.no_grad()
+    def held_out_loss(self, examples: list[Example]) -> float:
+        """Mean NLL per completion token on the held-out rows (NaN when none are held out)."""
+        if not examples:
+            return math.nan
+        self.model.eval()
+        batch, micro = self._micro(examples)
+        total = 0.0
+        with autocast(self.device, self.cfg.model.bf16):
+            for mb in micro:
+                logp, _ = mb.logprobs(self.model, 1.0)
+                total += float(-(logp.float() * mb.mask).sum())
+        return total / max(batch.n_tokens, 1)
+
+    def save(self) -> Path:
+        self.state["cost"] = self.ledger.to_dict()
+        return checkpoint.save(self.run_dir, self.state["step"], self.model, self.tokenizer, self.optimizer,
+                               self.scheduler, self.state)
+
+
+def _finish(t: _Trainer, data, events: Events) -> dict:
+    end_loss = t.held_out_loss(data.held_out)
+    latest = runs.latest_checkpoint(t.run_dir)
+    if latest is None or latest.name != f"checkpoint-{t.state['step']}":
+        t.save()
+    model_dir = t.run_dir / "model"
+    t.model.save_pretrained(model_dir)
+    t.tokenizer.save_pretrained(model_dir)
+    phases = t.ledger.phases
+    summary = {
+        "stage": "sft", "held_out_loss_start": t.state["held_out_loss_start"], "held_out_loss_end": end_loss,
+        "rows_train": len(data.train), "rows_held_out": len(data.held_out), "rows_dropped": len(data.dropped),
+        "dropped": data.dropped[:100], "steps": t.state["step"], "wall_seconds": t.state["seconds"],
+        "tokens_trained": phases["update"].tokens_trained if "update" in phases else 0,
+        "model_dir": str(model_dir), "cost": t.ledger.to_dict(),
+    }
+    runs.write_json(t.run_dir / "summary.json", summary)
+    events.done(summary)
+    return summary

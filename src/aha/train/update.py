@@ -1,0 +1,119 @@
+"""One optimizer update over a batch, shared by GRPO and SFT: micro-batches are laid out once
+(`aha.train.layout`), each runs the completion forward and a registered objective
+(`aha.algo.objectives`), gradients accumulate over them, and the step is taken only when the loss
+and the gradient norm are finite — otherwise weights and optimizer state stay untouched and the
+result says so (`skipped`), for the trainer's non-finite guard."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+
+from aha.algo.objectives import OBJECTIVES
+from aha.train import unpadded
+from aha.train.forward import autocast, can_share_prompts, prefer_fast_attention  # noqa: F401 (re-exported)
+from aha.train.layout import MicroBatch, RolloutBatch, micro_batches
+
+
+def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable, *, temperature: float,
+                   max_grad_norm: float, bf16: bool, n_tokens: int, clock=None, log_gap: bool = False) -> dict:
+    """Accumulate `loss_of(index, micro_batch, logp) -> (loss, stats)` over the micro-batches and
+    take one optimizer step. Returns summed stats plus loss, entropy, grad_norm, `skipped` (1.0 when
+    the loss or gradient norm was not finite and no step was taken) and, with `log_gap`, the mean
+    |trainer − rollout| log-prob gap."""
+    clock = clock or _Clock(None)
+    device = next(model.parameters()).device
+    stats = {"loss": 0.0, "entropy": 0.0}
+    if log_gap:
+        stats["rollout_logprob_gap"] = 0.0
+    optimizer.zero_grad(set_to_none=True)
+    for m, mb in enumerate(micro):
+        with autocast(device, bf16):
+            logp, entropy = mb.logprobs(model, temperature, entropy=True)
+        if log_gap:
+            stats["rollout_logprob_gap"] += float(((logp.detach() - mb.old).abs() * mb.mask).sum()) / n_tokens
+        loss, extra = loss_of(m, mb, logp)
+        clock.lap("forward")
+        loss.backward()
+        with torch.no_grad():
+            stats["loss"] += loss.item()
+            stats["entropy"] += float((entropy * mb.mask).sum()) / n_tokens
+            for key, value in extra.items():
+                stats[key] = stats.get(key, 0.0) + value
+        clock.lap("backward")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    stats["grad_norm"] = grad_norm
+    # A NaN/inf loss or gradient would turn every weight (and Adam's moments) non-finite for good:
+    # skip the step, leaving both untouched, and let the trainer decide whether to go on.
+    stats["skipped"] = 0.0 if math.isfinite(stats["loss"]) and math.isfinite(grad_norm) else 1.0
+    if stats["skipped"]:
+        optimizer.zero_grad(set_to_none=True)
+    else:
+        optimizer.step()
+    clock.lap("backward")
+    return stats
+
+
+def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_batch_size: int,
+                  mu: int, eps_low: float, eps_high: float, beta: float, loss_agg: str, max_len: int,
+                  temperature: float, max_grad_norm: float, ref_model=None, timings: dict | None = None,
+                  bf16: bool = False, share_prompts: bool | None = None, micro_batch_tokens: int | None = None) -> dict:
+    """μ GRPO optimizer steps on one batch of rollouts; returns the metrics (averaged over the μ
+    steps; `skipped` counts the steps the non-finite guard refused). `timings`, when given, is
+    filled with seconds spent in the reference forward, the loss forward and the backward (+ step).
+    `share_prompts` (default: whenever a prompt repeats and the architecture allows) computes each
+    prompt once per group; `bf16` runs the forwards and backwards under bf16 autocast."""
+    clock = _Clock(timings)
+    device = next(model.parameters()).device
+    n_seqs, n_tokens = len(batch.completion_ids), batch.n_tokens
+    if share_prompts is None:
+        # The grouped layout pays when a prompt repeats (it runs once) and, where the unpadded
+        # forward applies, even when none does (no matmul on a pad).
+        repeats = len({tuple(p) for p in batch.prompt_ids}) < n_seqs
+        share_prompts = can_share_prompts(model) and (repeats or unpadded.supports(model))
+    # Built once: the reference pass and all μ inner updates read the same tensors.
+    micro = micro_batches(batch, micro_batch_size, pad_id, device, share_prompts, micro_batch_tokens)
+    ref = None
+    if beta > 0:
+        with torch.no_grad(), autocast(device, bf16):
+            ref = [m.logprobs(ref_model, temperature)[0] for m in micro]
+    clock.lap("ref")
+    model.train()
+    objective = OBJECTIVES.get_or_raise("grpo")
+    totals = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0, "skipped": 0.0,
+              "forward_tokens": sum(m.forward_tokens for m in micro)}
+    for inner_step in range(mu):
+        def loss_of(m: int, mb: MicroBatch, logp):
+            # With one update per batch the policy that sampled is the one being trained: the ratio
+            # is exactly 1 (its gradient is A·∇log π), as in TRL. Taking the rollout's own log-probs
+            # instead would turn any sampler/trainer numeric gap (bf16, another kernel) into spurious
+            # clipping; the gap is logged instead. With μ > 1 the rollout's log-probs are π_old.
+            old = logp.detach() if mu == 1 else mb.old
+            return objective(logp, mb.mask, old_logp=old, advantages=batch.advantages[mb.rows].to(device),
+                             eps_low=eps_low, eps_high=eps_high, loss_agg=loss_agg, n_seqs=n_seqs,
+                             n_tokens=n_tokens, max_len=max_len, beta=beta, ref_logp=ref[m] if ref else None)
+
+        step = optimizer_step(model, optimizer, micro, loss_of, temperature=temperature, max_grad_norm=max_grad_norm,
+                              bf16=bf16, n_tokens=n_tokens, clock=clock, log_gap=inner_step == 0)
+        if inner_step == 0:
+            totals["rollout_logprob_gap"] = step.pop("rollout_logprob_gap")
+        for key, value in step.items():
+            totals[key] += value if key == "skipped" else value / mu
+    return totals
+
+
+class _Clock:
+    """Adds the seconds since the last lap to `laps[name]`; does nothing without a dict."""
+
+    def __init__(self, laps: dict | None):
+        self.laps, self.last = laps, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.laps is None:
+            return
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self.last
+        self.last = now
