@@ -29,6 +29,7 @@ from pathlib import Path
 NOBODY = 65534  # the candidate's uid
 JUDGE_UID = 65533  # the judge's: a candidate under another uid cannot signal, trace or open its fds
 SANDBOX_DIR = "/sandbox"  # where the run's directory appears inside bubblewrap
+_NAMESPACES = ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session")
 _SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 
 
@@ -38,15 +39,27 @@ def isolation() -> dict:
     `bwrap`: bubblewrap namespaces and private root; `unshare`: the fallback's command (or None);
     `drop_privileges`: programs run as uid 65534 (judges as 65533); `audit_hook`: always."""
     drop = os.geteuid() == 0 and shutil.which("setpriv") is not None and interpreter() is not None
+    return {"bwrap": _bwrap_flags(drop) is not None, "unshare": _probe_unshare(), "drop_privileges": drop,
+            "audit_hook": True}
+
+
+@functools.lru_cache(maxsize=2)
+def _bwrap_flags(drop: bool) -> tuple[str, ...] | None:
+    """bubblewrap's namespace flags that work here (`--disable-userns` needs bwrap >= 0.8), or None."""
+    if shutil.which("bwrap") is None:
+        return None
     probe_dir = tempfile.mkdtemp(prefix="aha-sandbox-probe-")
     try:
         if drop:
             os.chown(probe_dir, NOBODY, NOBODY)
-        python = interpreter() if drop else sys.executable
-        bwrap = _probe(_bwrap_prefix(NOBODY, drop, probe_dir) + [python, "-I", "-c", "open('ok', 'w')"])
+        python = _python(drop, bwrap=True)
+        for flags in (_NAMESPACES + ("--disable-userns",), _NAMESPACES):
+            cmd = _bwrap_prefix(NOBODY, drop, probe_dir, flags) + [python, "-I", "-c", "open('ok', 'w')"]
+            if _probe(cmd) and os.path.exists(os.path.join(probe_dir, "ok")):
+                return flags
     finally:
         shutil.rmtree(probe_dir, ignore_errors=True)
-    return {"bwrap": bwrap, "unshare": _probe_unshare(), "drop_privileges": drop, "audit_hook": True}
+    return None
 
 
 def use_bwrap(requested: bool | None) -> bool:
@@ -89,20 +102,14 @@ def _setpriv(uid: int) -> list[str]:
     return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
 
 
-def _bwrap_prefix(uid: int, drop: bool, workdir: str) -> list[str]:
-    exe = shutil.which("bwrap")
-    if exe is None:
-        return ["false"]  # the probe fails: no bubblewrap on this host
-    cmd = (_setpriv(uid) if drop else []) + [
-        exe, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
-    ]
+def _bwrap_prefix(uid: int, drop: bool, workdir: str, flags: tuple[str, ...]) -> list[str]:
+    cmd = (_setpriv(uid) if drop else []) + [shutil.which("bwrap") or "bwrap", *flags]
     for path in _SYSTEM_DIRS:
         if os.path.islink(path):  # merged /usr: /lib -> usr/lib
             cmd += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
             cmd += ["--ro-bind", path, path]
-    python = interpreter() if drop else str(Path(sys.executable).resolve())
-    prefix = str(Path(python or sys.executable).parents[1])
+    prefix = str(Path(_python(drop, bwrap=True)).parents[1])
     if not prefix.startswith("/usr"):  # an interpreter outside /usr brings its own prefix
         cmd += ["--ro-bind", prefix, prefix]
     # /dev and /tmp are tmpfs (RAM): read-only, so writing there cannot eat the host's memory.
@@ -111,14 +118,20 @@ def _bwrap_prefix(uid: int, drop: bool, workdir: str) -> list[str]:
     return cmd + ["--uid", str(uid), "--gid", str(uid), "--"]
 
 
+def _python(drop: bool, bwrap: bool) -> str:
+    """The interpreter the sandbox runs: one the unprivileged uid can execute, or ours; inside
+    bubblewrap the real file (a venv's `bin/python` link would point outside the binds)."""
+    python = (interpreter() if drop else None) or sys.executable
+    return str(Path(python).resolve()) if bwrap else python
+
+
 def command(workdir: str, uid: int, bwrap: bool) -> tuple[list[str], str]:
     """The prefix that runs a program under the walls, and the directory it sees as its own."""
     walls = isolation()
     drop = walls["drop_privileges"]
-    python = interpreter() if drop else sys.executable
     if bwrap:
-        return _bwrap_prefix(uid, drop, workdir) + [python], SANDBOX_DIR
+        return _bwrap_prefix(uid, drop, workdir, _bwrap_flags(drop) or _NAMESPACES) + [_python(drop, True)], SANDBOX_DIR
     cmd = list(walls["unshare"] or [])
     if drop:
         cmd += _setpriv(uid)
-    return cmd + [python], workdir
+    return cmd + [_python(drop, False)], workdir
