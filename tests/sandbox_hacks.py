@@ -124,7 +124,8 @@ g['dumps'] = lambda v: b'{"passed": true}\\n'
 g['loads'] = lambda line: [[3], {}]
 def square(x): return 0
 """,
-    "print_fake_verdict": f"import sys\nprint('{FAKE_VERDICT}' * 5)\nsys.stderr.write('{FAKE_VERDICT}')\ndef square(x): return 0\n",
+    "print_fake_verdict": f"import sys\nprint('{FAKE_VERDICT}' * 5)\nsys.stderr.write('{FAKE_VERDICT}')\n"
+                          "def square(x): return 0\n",
     "peek_caller_frames": """
 import sys
 def square(x):

@@ -16,7 +16,8 @@ from aha.tasks.code import CodeTask, extract_code
 FAST = SandboxLimits(timeout_s=4, cpu_s=3)
 MODES = [
     pytest.param(True, id="bwrap", marks=pytest.mark.skipif(not isolation()["bwrap"], reason="no bubblewrap here")),
-    pytest.param(False, id="fallback", marks=pytest.mark.skipif(not isolation()["unshare"], reason="no namespaces here")),
+    pytest.param(False, id="fallback",
+                 marks=pytest.mark.skipif(not isolation()["unshare"], reason="no namespaces here")),
 ]
 
 

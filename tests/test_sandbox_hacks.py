@@ -30,7 +30,8 @@ MODES = [
 
 @pytest.fixture(scope="module")
 def problem() -> Problem:
-    return Problem(question="", answer=HONEST, id="hack", meta={"prompt": PROMPT, "test": TEST, "entry_point": "square"})
+    meta = {"prompt": PROMPT, "test": TEST, "entry_point": "square"}
+    return Problem(question="", answer=HONEST, id="hack", meta=meta)
 
 
 def _host_traces() -> list[str]:
@@ -52,7 +53,8 @@ def test_every_reward_hack_scores_zero(problem, bwrap):
 
 
 # Native code ignores the audit hook; here it is off, so only the kernel walls stand.
-NATIVE = {k: HACKS[k] for k in ("sqlite_write_outside", "mkfifo_outside", "posixsubprocess_start", "double_fork_survivor")}
+NATIVE = {k: HACKS[k] for k in ("sqlite_write_outside", "mkfifo_outside", "posixsubprocess_start",
+                                 "double_fork_survivor")}
 
 
 @pytest.mark.skipif(not isolation()["bwrap"], reason="no bubblewrap here")
@@ -83,7 +85,8 @@ def test_bwrap_shows_nothing_of_the_host():
         open(path, "w").close()
     here = os.path.abspath(__file__)
     code = ("import json, os\n"
-            "print(json.dumps({'root': sorted(os.listdir('/')), 'tmp': os.listdir('/tmp'), 'shm': os.listdir('/dev/shm'),\n"
+            "print(json.dumps({'root': sorted(os.listdir('/')), 'tmp': os.listdir('/tmp'),\n"
+            "    'shm': os.listdir('/dev/shm'),\n"
             "    'pids': [p for p in os.listdir('/proc') if p.isdigit()],\n"
             f"    'exists': [os.path.exists(p) for p in ('/etc/hostname', '/etc/passwd', '/root', {here!r})]}}))\n")
     try:
@@ -93,7 +96,7 @@ def test_bwrap_shows_nothing_of_the_host():
             os.remove(path)
     assert result.passed, result
     seen = json.loads(result.stdout)
-    system = [d.lstrip("/") for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr") if os.path.lexists(d)]
+    system = [d for d in ("bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr") if os.path.lexists("/" + d)]
     assert seen["root"] == sorted(system + ["dev", "proc", "sandbox", "tmp"] + _prefix_roots())
     assert seen["tmp"] == [] and seen["shm"] == []
     assert seen["exists"] == [False] * 4

@@ -140,7 +140,8 @@ def run_judged(program: str, tests: str, entry_point: str, limits: SandboxLimits
     start = time.monotonic()
     try:
         with ExitStack() as stack:
-            logs = [stack.enter_context(open(os.path.join(logdir, n), "w+b")) for n in ("out", "err", "verdict", "jerr")]
+            names = ("out", "err", "verdict", "judge_err")
+            logs = [stack.enter_context(open(os.path.join(logdir, n), "w+b")) for n in names]
             worker, judge = _spawn_pair(entry_point, limits, bwrap, (workdir, judgedir), logs)
             status = _wait(judge, time.monotonic() + limits.timeout_s)
             _wait(worker, time.monotonic())  # the verdict is in: the candidate has nothing left to do
