@@ -143,6 +143,7 @@ def square(x):
         except OSError: pass
     return 0
 """,
+    "read_host_files": "import os\ndef square(x): return [open('/etc/hostname').read(), os.listdir('/tmp')]\n",
     "huge_answer": "def square(x): return 'x' * (64 * 2**20)\n",
     "deep_answer": "def square(x):\n    v = []\n    for _ in range(10000): v = [v]\n    return v\n",
     "generator_answer": "def square(x): return (i for i in [x * x])\n",

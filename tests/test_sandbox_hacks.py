@@ -78,6 +78,17 @@ def test_hook_refuses_native_escapes_and_no_process_survives(bwrap):
     assert _host_traces() == []
 
 
+@pytest.mark.parametrize("bwrap", MODES)
+def test_host_files_and_listings_are_refused(bwrap):
+    """With the hook on, in either mode: no host file read, no listing of /tmp, /dev/shm, /proc."""
+    programs = ["print(open('/etc/hostname').read())", "import os\nprint(os.listdir('/tmp'))",
+                "import os\nprint(os.listdir('/dev/shm'))", "import os\nos.chdir('/tmp')\nprint(os.listdir())",
+                "import os\nprint(os.listdir('/proc'))"]
+    for code in programs:
+        result = run_python(code, FAST, bwrap=bwrap)
+        assert not result.passed and result.stdout == "", (code, result)
+
+
 @pytest.mark.skipif(not isolation()["bwrap"], reason="no bubblewrap here")
 def test_bwrap_shows_nothing_of_the_host():
     sentinels = ["/tmp/aha_visible_sentinel", "/dev/shm/aha_visible_sentinel"]

@@ -37,6 +37,8 @@ _PATH_EVENTS = {
     "os.remove", "os.rmdir", "os.rename", "os.replace", "shutil.rmtree", "shutil.move", "os.chmod",
     "os.chown", "os.symlink", "os.link", "os.truncate", "os.mkdir", "os.utime", "os.chflags",
 }
+# Listing or entering a directory outside the readable roots (host /tmp and /dev/shm: other runs).
+_LIST_EVENTS = {"os.listdir", "os.scandir", "os.chdir"}
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
@@ -63,6 +65,9 @@ def _make_hook(workdir: str, read_roots: tuple):
             writing = any(c in str(mode) for c in "wax+") or bool(flags & _WRITE_FLAGS)
             if not inside(args[0], (workdir,) if writing else (workdir,) + read_roots):
                 raise PermissionError(f"sandbox: open({os.fsdecode(args[0])!r}) is outside the sandbox")
+        elif event in _LIST_EVENTS and args and isinstance(args[0], (str, bytes)):
+            if not inside(args[0], (workdir,) + read_roots):
+                raise PermissionError(f"sandbox: {event}({os.fsdecode(args[0])!r}) is outside the sandbox")
         elif event in _PATH_EVENTS:
             for arg in args:
                 if isinstance(arg, (str, bytes)) and not inside(arg, (workdir,)):
