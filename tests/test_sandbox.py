@@ -163,6 +163,13 @@ def test_run_python_reports_an_early_exit():
     assert run_python("print('ok')", FAST).status == "passed"
 
 
+def test_unwritable_or_uncompilable_answers_score_zero(humaneval):
+    task, problem = CodeTask(limits=FAST), humaneval[2]
+    for answer in ("    return 0.0\ud800\n", "    return 0.0\x00\n", "def truncate_number(", "\t\x1b" * 1000):
+        score, info = task.verify(answer, problem)
+        assert score == 0.0 and info["reason"] != "correct", answer[:20]
+
+
 def test_verify_returns_zero_when_the_sandbox_itself_fails(humaneval, monkeypatch):
     task, problem = CodeTask(limits=FAST), humaneval[2]
 
@@ -172,3 +179,11 @@ def test_verify_returns_zero_when_the_sandbox_itself_fails(humaneval, monkeypatc
     monkeypatch.setattr("aha.tasks.code.run_judged", broken)
     score, info = task.verify(problem.answer, problem)
     assert score == 0.0 and info["reason"].startswith("sandbox error: OSError")
+
+
+def test_isolation_reports_the_walls_and_the_env_turns_bubblewrap_off(monkeypatch):
+    walls = isolation()
+    assert set(walls) >= {"bwrap", "unshare", "drop_privileges", "audit_hook"}
+    assert run_python("pass", FAST).walls == ("bwrap" if walls["bwrap"] else "unshare" if walls["unshare"] else "none")
+    monkeypatch.setenv("AHA_SANDBOX_BWRAP", "0")
+    assert run_python("pass", FAST).walls != "bwrap"

@@ -8,16 +8,24 @@ the candidate's process as a codec line and reads one line back; `codec.loads` t
 into fresh builtin values, or raises. The verdict is one JSON line on this process's stdout,
 which the runner alone holds (the tests' own prints go to stderr).
 
-What the candidate can do, and why it cannot pass without correct answers:
+The claim: a run passes only if the problem's own `check`, executed by this process (which runs
+no candidate code), returns without raising, every value it got from the candidate having been
+a plain builtin value built here from the candidate's answer line. Hence, against a candidate
+that controls everything in its own process (interpreter, prelude, codec, fds):
 - it never shares an interpreter with the tests or the verdict: frames, gc, builtins,
   `sys.modules`, `check`, `AssertionError`, `__debug__` it can reach are all in its own process;
 - its answers arrive as plain data: no object of its classes exists here, so no `__eq__`,
   `__hash__`, `__len__`, `__abs__` or `__round__` of its making runs when the tests compare;
 - exiting early, crashing, printing a fake verdict or writing junk on the pipe makes a proxy
-  call raise, and `check` fails; it sees the tests' arguments, never their expected values.
-Limits: the tests see the candidate only through calls of the entry point (mutations of an
-argument inside the candidate are not visible to them), answers must be plain data (a generator
-or a custom class fails), and helpers the tests use come from the prompt, not the completion.
+  call raise, and `check` fails; it sees the tests' arguments, never their expected values;
+- it cannot reach this process or the verdict file: other namespaces (bubblewrap; unshare's
+  pid namespace in the fallback), another uid, a directory only the runner can open.
+Limits: a candidate that special-cases the inputs it is called with, or knows the answers by
+heart, still passes (the tests' weakness, not the sandbox's). The tests see the candidate only
+through calls of the entry point (mutations of an argument inside the candidate are not visible
+to them); answers must be plain data (a generator or a custom class fails); helpers the tests
+use come from the prompt, not the completion. Trusted means the dataset's tests: a malicious
+test file is out of scope (it still runs sandboxed, under rlimits).
 """
 
 import builtins
