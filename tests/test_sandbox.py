@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import glob
 import os
 import re
 import signal
@@ -165,9 +166,11 @@ def test_run_python_reports_an_early_exit():
 
 def test_unwritable_or_uncompilable_answers_score_zero(humaneval):
     task, problem = CodeTask(limits=FAST), humaneval[2]
+    before = set(glob.glob("/tmp/aha-sandbox-*"))
     for answer in ("    return 0.0\ud800\n", "    return 0.0\x00\n", "def truncate_number(", "\t\x1b" * 1000):
         score, info = task.verify(answer, problem)
         assert score == 0.0 and info["reason"] != "correct", answer[:20]
+    assert set(glob.glob("/tmp/aha-sandbox-*")) <= before  # nothing left behind
 
 
 def test_verify_returns_zero_when_the_sandbox_itself_fails(humaneval, monkeypatch):

@@ -73,11 +73,15 @@ def _script(name: str) -> str:
 def _prepare(files: dict[str, str], uid: int) -> str:
     """A fresh 0700 directory holding `files`, owned by `uid` when we drop privileges."""
     workdir = tempfile.mkdtemp(prefix="aha-sandbox-")
-    for name, text in files.items():
-        Path(workdir, name).write_text(text, encoding="utf-8")
-    if isolation()["drop_privileges"]:
-        for path in [workdir, *(str(p) for p in Path(workdir).iterdir())]:
-            os.chown(path, uid, uid)
+    try:
+        for name, text in files.items():
+            Path(workdir, name).write_text(text, encoding="utf-8")  # UnicodeEncodeError: a lone surrogate
+        if isolation()["drop_privileges"]:
+            for path in [workdir, *(str(p) for p in Path(workdir).iterdir())]:
+                os.chown(path, uid, uid)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     return workdir
 
 
@@ -134,22 +138,22 @@ def run_judged(program: str, tests: str, entry_point: str, limits: SandboxLimits
     """`program` (untrusted: defines `entry_point`) in one sandbox; `tests` (trusted: defines
     `check(candidate)`) in the judge's. Passed only on the judge's verdict."""
     bwrap = use_bwrap(bwrap)
-    workdir = _prepare({"prelude.py": _script("prelude.py"), "program.py": program}, NOBODY)
-    judgedir = _prepare({"judge.py": _script("judge.py"), "tests.py": tests}, JUDGE_UID)
-    logdir = tempfile.mkdtemp(prefix="aha-sandbox-log-")
-    start = time.monotonic()
+    start, dirs = time.monotonic(), []
     try:
+        dirs.append(_prepare({"prelude.py": _script("prelude.py"), "program.py": program}, NOBODY))
+        dirs.append(_prepare({"judge.py": _script("judge.py"), "tests.py": tests}, JUDGE_UID))
+        dirs.append(logdir := tempfile.mkdtemp(prefix="aha-sandbox-log-"))
         with ExitStack() as stack:
             names = ("out", "err", "verdict", "judge_err")
             logs = [stack.enter_context(open(os.path.join(logdir, n), "w+b")) for n in names]
-            worker, judge = _spawn_pair(entry_point, limits, bwrap, (workdir, judgedir), logs)
+            worker, judge = _spawn_pair(entry_point, limits, bwrap, dirs[:2], logs)
             status = _wait(judge, time.monotonic() + limits.timeout_s)
             _wait(worker, time.monotonic())  # the verdict is in: the candidate has nothing left to do
             verdict = _verdict(logs[2])
             stdout, stderr = _read_capped(logs[0], limits.output_chars), _read_capped(logs[1], limits.output_chars)
             judge_err = _read_capped(logs[3], 4000)
     finally:
-        for path in (workdir, judgedir, logdir):
+        for path in dirs:
             shutil.rmtree(path, ignore_errors=True)
     passed = status is None and judge.returncode == 0 and verdict.get("passed") is True
     if status is None and judge.returncode < 0:
@@ -169,8 +173,12 @@ def _spawn_pair(entry_point: str, limits: SandboxLimits, bwrap: bool, dirs: tupl
         worker = _spawn(["prelude.py", "serve", *limits.args(), entry_point, str(req_r), str(resp_w)],
                         dirs[0], NOBODY, bwrap, logs[0:2], (req_r, resp_w))
         cap = str(limits.message_kb * 1024)
-        judge = _spawn(["judge.py", *limits.args(), entry_point, str(req_w), str(resp_r), cap],
-                       dirs[1], JUDGE_UID, bwrap, logs[2:4], (req_w, resp_r))
+        try:
+            judge = _spawn(["judge.py", *limits.args(), entry_point, str(req_w), str(resp_r), cap],
+                           dirs[1], JUDGE_UID, bwrap, logs[2:4], (req_w, resp_r))
+        except BaseException:
+            _wait(worker, time.monotonic())  # no judge: the candidate's process must not linger
+            raise
     finally:
         for fd in (req_r, req_w, resp_r, resp_w):
             os.close(fd)  # each end now lives only in the process that uses it: EOF when it dies
