@@ -70,6 +70,9 @@ def test_exceptions_cannot_steer_the_tests(bwrap):
                  "def f(x):\n    raise KeyboardInterrupt\n", "def f(x):\n    raise SystemExit(0)\n"):
         result = run_judged(hack, tests, "f", FAST, bwrap=bwrap)
         assert not result.passed and result.status == "failed", (hack, result)
+    # Tests that never call the candidate verify nothing.
+    result = run_judged(honest, "def check(candidate):\n    assert True\n", "f", FAST, bwrap=bwrap)
+    assert not result.passed and result.detail == "the tests never called the candidate"
 
 
 # Native code ignores the audit hook; here it is off, so only the kernel walls stand.

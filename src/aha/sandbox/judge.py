@@ -84,6 +84,8 @@ def _verdict(tests_source: str, entry_point: str, proxy: Proxy) -> dict:
         check(proxy)
     except Exception as e:  # any failure of the tests is the verdict, not a crash
         return {"passed": False, "error": f"{type(e).__name__}: {e}"[:500], "calls": proxy.calls}
+    if proxy.calls == 0:  # tests that never reach the candidate verify nothing: not a pass
+        return {"passed": False, "error": "the tests never called the candidate", "calls": 0}
     return {"passed": True, "error": "", "calls": proxy.calls}
 
 
