@@ -5,9 +5,10 @@ namespace (`--unshare-all`); a root of its own holding, read-only, only /usr, th
 links and the interpreter's prefix — no host /etc, /home, /root, /tmp, /dev/shm, /proc or project
 tree — a fresh /proc of its own pid namespace, a minimal /dev, an empty read-only /tmp, and the
 run's directory bound at /sandbox, the only writable path; `--die-with-parent`, `--new-session`
-(no terminal to inject into), no capabilities, no nested user namespaces. When we are root,
-`setpriv` first drops to an unprivileged uid, so bwrap itself runs unprivileged and the program's
-real uid is that uid (the kernel then enforces RLIMIT_NPROC and file permissions).
+(no terminal to inject into), no capabilities, no nested user namespaces (bwrap >= 0.8). When we
+are root, `setpriv` first drops to an unprivileged uid, so bwrap itself runs unprivileged and the
+program's real uid is that uid: run by root, bwrap's user namespace would map the sandbox's uid to
+real root outside, for which the kernel does not enforce RLIMIT_NPROC.
 
 Without it (fallback): `unshare --net --pid --fork --kill-child` (no network, descendants die
 with the run) and `setpriv` to the unprivileged uid when root; the host filesystem stays visible,
