@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 
+from aha.sandbox import isolation
 from aha.tasks.code import CodeTask
 from aha.tasks.math import Math500Task
 from aha.verify.math_answer import math_pool
@@ -30,14 +31,19 @@ def bench_math() -> None:
 
 
 def bench_code() -> None:
-    task = CodeTask()
-    problems = task.problems("test", 0, 0)
-    for label, preds in (("canonical", [p.answer for p in problems]), ("return None", ["    return None\n"] * len(problems))):
-        start = time.monotonic()
-        results = task.verify_many(preds, problems)
-        seconds = time.monotonic() - start
-        mean = sum(r for r, _ in results) / len(results)
-        print(f"code  {label:<24} {len(preds) / seconds:8.1f} completions/s  ({len(preds)} in {seconds:.2f} s, pass rate {mean:.3f})")
+    """Under bubblewrap when the host has it, and under the fallback walls (unshare + setpriv)."""
+    for bwrap in ([True] if isolation()["bwrap"] else []) + [False]:
+        task = CodeTask(bwrap=bwrap)
+        problems = task.problems("test", 0, 0)
+        walls = "bwrap" if bwrap else "fallback"
+        for label, preds in (("canonical", [p.answer for p in problems]),
+                             ("return None", ["    return None\n"] * len(problems))):
+            start = time.monotonic()
+            results = task.verify_many(preds, problems)
+            seconds = time.monotonic() - start
+            mean = sum(r for r, _ in results) / len(results)
+            print(f"code  {label + ', ' + walls:<24} {len(preds) / seconds:8.1f} completions/s  "
+                  f"({len(preds)} in {seconds:.2f} s, pass rate {mean:.3f})")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import glob
 import os
 import re
 import signal
@@ -14,6 +15,11 @@ from aha.tasks.base import Problem
 from aha.tasks.code import CodeTask, extract_code
 
 FAST = SandboxLimits(timeout_s=4, cpu_s=3)
+MODES = [
+    pytest.param(True, id="bwrap", marks=pytest.mark.skipif(not isolation()["bwrap"], reason="no bubblewrap here")),
+    pytest.param(False, id="fallback",
+                 marks=pytest.mark.skipif(not isolation()["unshare"], reason="no namespaces here")),
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +41,9 @@ def corrupt(solution: str) -> str:
     return body + "\n\n" + helper
 
 
-def test_all_canonical_solutions_pass_and_corrupted_fail(humaneval):
-    task = CodeTask(limits=SandboxLimits(timeout_s=15, cpu_s=10))
+@pytest.mark.parametrize("bwrap", MODES)
+def test_all_canonical_solutions_pass_and_corrupted_fail(humaneval, bwrap):
+    task = CodeTask(limits=SandboxLimits(timeout_s=15, cpu_s=10), bwrap=bwrap)
     good = task.verify_many([p.answer for p in humaneval], humaneval)
     assert [p.id for p, (r, _) in zip(humaneval, good) if r != 1.0] == []
     bad = task.verify_many([corrupt(p.answer) for p in humaneval], humaneval)
@@ -99,10 +106,11 @@ def targets(tmp_path):
     return {"outside": str(tmp_path / "outside.txt"), "sentinel": str(sentinel), "sentinel_dir": str(sentinel.parent)}
 
 
-def test_escape_attempts_are_contained_and_score_zero(targets, monkeypatch):
+@pytest.mark.parametrize("bwrap", MODES)
+def test_escape_attempts_are_contained_and_score_zero(targets, monkeypatch, bwrap):
     assert len(ESCAPES) >= 20
     monkeypatch.setenv("AHA_TEST_SECRET", "hunter2")
-    task = CodeTask(limits=FAST)
+    task = CodeTask(limits=FAST, bwrap=bwrap)
     answers = ["import os\n" + code.format(**targets) + "\n\ndef f():\n    return 1\n" for code in ESCAPES.values()]
     results = task.verify_many(answers, [_problem()] * len(answers))
     scored = {name: r for name, (r, _) in zip(ESCAPES, results)}
@@ -113,9 +121,10 @@ def test_escape_attempts_are_contained_and_score_zero(targets, monkeypatch):
     assert task.verify("def f():\n    return 1\n", _problem())[0] == 1.0  # and honest code still passes
 
 
-@pytest.mark.skipif(not isolation()["unshare"], reason="no network namespace on this host")
-def test_kernel_walls_hold_without_the_audit_hook(targets):
-    """The audit hook off: the namespace, the uid and the rlimits alone still contain these."""
+
+@pytest.mark.parametrize("bwrap", MODES)
+def test_kernel_walls_hold_without_the_audit_hook(targets, bwrap):
+    """The audit hook off: the namespaces, the uid and the rlimits alone still contain these."""
     programs = {
         "socket": "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)",
         "fork_bomb": "import os\nwhile True:\n    os.fork()",
@@ -126,22 +135,58 @@ def test_kernel_walls_hold_without_the_audit_hook(targets):
         "stdout": "import sys\nfor _ in range(1024):\n    sys.stdout.write('x' * 2**20)",
     }
     for name, code in programs.items():
-        result = run_python(code, FAST, audit_hook=False)
+        result = run_python(code, FAST, audit_hook=False, bwrap=bwrap)
         assert not result.passed, (name, result)
     assert open(targets["sentinel"]).read() == "keep me"
 
 
-def test_output_is_capped_and_stray_children_die():
-    result = run_python("print('a' * 100_000)", SandboxLimits(output_chars=1000))
+@pytest.mark.parametrize("bwrap", MODES)
+def test_output_is_capped_and_stray_children_die(bwrap):
+    result = run_python("print('a' * 100_000)", SandboxLimits(output_chars=1000), bwrap=bwrap)
     assert result.passed and len(result.stdout) == 1000
+    assert result.walls == ("bwrap" if bwrap else "unshare")
     # A grandchild that leaves the session would outlive a plain killpg; the pid namespace ends it.
     code = ("import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n")
-    result = run_python(code, FAST, audit_hook=False)
+    result = run_python(code, FAST, audit_hook=False, bwrap=bwrap)
     assert result.passed
-    leftover = os.popen("pgrep -u 65534 -f 'time.sleep(60)' || true").read().strip()
+    leftover = os.popen("pgrep -f -a 'prelude.py (script|serve)' || true").read().strip()
     assert leftover == ""
 
 
 def test_run_many_parallel():
     results = run_many([f"assert {i} + 1 == {i + 1}" for i in range(8)] + ["assert False"], FAST)
     assert [r.passed for r in results] == [True] * 8 + [False]
+
+
+def test_run_python_reports_an_early_exit():
+    """Not a verdict on adversarial code (see runner's doc), but an honest early exit shows."""
+    assert run_python("import sys\nsys.exit(0)\nprint('never')", FAST).status == "exited before the end"
+    assert run_python("print('ok')", FAST).status == "passed"
+
+
+def test_unwritable_or_uncompilable_answers_score_zero(humaneval):
+    task, problem = CodeTask(limits=FAST), humaneval[2]
+    before = set(glob.glob("/tmp/aha-sandbox-*"))
+    for answer in ("    return 0.0\ud800\n", "    return 0.0\x00\n", "def truncate_number(", "\t\x1b" * 1000):
+        score, info = task.verify(answer, problem)
+        assert score == 0.0 and info["reason"] != "correct", answer[:20]
+    assert set(glob.glob("/tmp/aha-sandbox-*")) <= before  # nothing left behind
+
+
+def test_verify_returns_zero_when_the_sandbox_itself_fails(humaneval, monkeypatch):
+    task, problem = CodeTask(limits=FAST), humaneval[2]
+
+    def broken(*args, **kwargs):
+        raise OSError("no such file: bwrap")
+
+    monkeypatch.setattr("aha.tasks.code.run_judged", broken)
+    score, info = task.verify(problem.answer, problem)
+    assert score == 0.0 and info["reason"].startswith("sandbox error: OSError")
+
+
+def test_isolation_reports_the_walls_and_the_env_turns_bubblewrap_off(monkeypatch):
+    walls = isolation()
+    assert set(walls) >= {"bwrap", "unshare", "drop_privileges", "audit_hook"}
+    assert run_python("pass", FAST).walls == ("bwrap" if walls["bwrap"] else "unshare" if walls["unshare"] else "none")
+    monkeypatch.setenv("AHA_SANDBOX_BWRAP", "0")
+    assert run_python("pass", FAST).walls != "bwrap"

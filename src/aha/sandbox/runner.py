@@ -1,39 +1,41 @@
-"""Run untrusted Python in a local sandbox: `run_python(code) -> SandboxResult`.
+"""Run untrusted Python in a local sandbox: `run_python(code)`, and `run_judged(...)` for verdicts.
 
-Walls, outermost first (`isolation()` says which hold on this host):
-- `unshare --net --pid --fork --kill-child`: no network interfaces but a down loopback, and a
-  pid namespace, so killing the launcher tears down every descendant, even one that called
-  `setsid()` to leave the process group. Needs root (as here and in CI) or unprivileged user
-  namespaces (then `--user --map-root-user` is added). Missing → the audit hook's socket ban only.
-- `setpriv` to uid/gid 65534 (nobody) when running as root: the kernel then enforces
-  RLIMIT_NPROC (it does not for root) and file permissions (`/root/.ssh`, the project tree).
-- its own session/process group, killed with SIGKILL at the end whatever happened;
+Walls, outermost first (`walls.isolation()` says which hold on this host, `walls` how):
+- bubblewrap namespaces and a private read-only root (fallback: `unshare --net --pid`);
+- uid 65534 (nobody) when we are root, via `setpriv`: the kernel enforces RLIMIT_NPROC and
+  file permissions; judges run as uid 65533, out of the candidate's reach;
+- its own session/process group, killed with SIGKILL at the end whatever happened (and with
+  a pid namespace, every descendant dies with it, even one that called `setsid()`);
 - a fresh temporary working dir, deleted afterwards; a scrubbed environment (no secrets);
 - rlimits on CPU, address space, processes, open files and file size (set by the prelude,
   hard limits too); stdout/stderr go to files under the size limit and are read back capped;
 - a wall-clock timeout;
-- the prelude's audit hook (network, processes, native code, file writes outside the dir).
+- the prelude's audit hook (network, processes, native loaders, file writes outside the dir).
+
+`run_python` says whether a script exited 0 after its last line; a script is untrusted from its
+first line to its last, so that is no verdict against adversarial code. `run_judged` is: the
+candidate's code runs in one sandbox, the trusted tests in another process that only receives
+plain values from it and alone writes the verdict (see `judge.py` for the threat model).
 """
 
 from __future__ import annotations
 
-import functools
+import json
 import os
-import secrets
 import shutil
 import signal
-import stat
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-NOBODY = 65534
-_PRELUDE = Path(__file__).with_name("prelude.py")
+from aha.sandbox.walls import JUDGE_UID, NOBODY, command, isolation, use_bwrap
+
+_HERE = Path(__file__).parent
 
 
 @dataclass(frozen=True)
@@ -45,109 +47,161 @@ class SandboxLimits:
     nofile: int = 64
     fsize_mb: int = 16  # any file the program writes, stdout/stderr included
     output_chars: int = 10_000  # of stdout/stderr kept in the result
+    message_kb: int = 4096  # one answer of the candidate to the judge
+
+    def args(self) -> list[str]:
+        return [str(v) for v in (self.cpu_s, self.memory_mb, self.nproc, self.nofile, self.fsize_mb)]
 
 
 @dataclass(frozen=True)
 class SandboxResult:
-    passed: bool  # ran to the end (tests included) with exit status 0
+    passed: bool  # run_python: exit status 0 after the last line; run_judged: the judge's verdict
     status: str  # "passed", "failed", "timeout", "killed by SIGXCPU", …
     returncode: int | None
     stdout: str
     stderr: str
     seconds: float
+    detail: str = ""  # run_judged: why the tests failed (the judge's words)
+    walls: str = ""  # "bwrap" or "unshare" or "none": which kernel walls this run had
 
 
-@functools.lru_cache(maxsize=1)
-def isolation() -> dict:
-    """Which kernel walls this host allows; probed once by running `true` inside them."""
-    unshare = _probe_unshare()
-    drop = os.geteuid() == 0 and shutil.which("setpriv") is not None and _interpreter_for_nobody() is not None
-    return {"unshare": unshare, "drop_privileges": drop, "audit_hook": True}
+def _script(name: str) -> str:
+    """A bootstrap script with the codec in front (imports of the sandbox dir are not trusted)."""
+    return (_HERE / "codec.py").read_text(encoding="utf-8") + "\n\n" + (_HERE / name).read_text(encoding="utf-8")
 
 
-def _probe_unshare() -> list[str] | None:
-    exe = shutil.which("unshare")
-    if exe is None:
-        return None
-    for extra in ([], ["--user", "--map-root-user"]):
-        cmd = [exe, *extra, "--net", "--pid", "--fork", "--kill-child"]
-        try:
-            if subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0:
-                return cmd
-        except (OSError, subprocess.SubprocessError):
-            continue
-    return None
-
-
-@functools.lru_cache(maxsize=1)
-def _interpreter_for_nobody() -> str | None:
-    """A Python that uid nobody can execute: ours if every directory on its path is
-    world-searchable (not true for a pyenv under /root), else a system python3."""
-    for candidate in (sys.executable, "/usr/bin/python3", "/usr/local/bin/python3"):
-        path = Path(candidate).resolve()
-        if path.exists() and all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents]):
-            return str(path)
-    return None
-
-
-def _command(limits: SandboxLimits, audit_hook: bool) -> list[str]:
-    walls = isolation()
-    python = _interpreter_for_nobody() if walls["drop_privileges"] else sys.executable
-    cmd = list(walls["unshare"] or [])
-    if walls["drop_privileges"]:
-        cmd += ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--no-new-privs", "--"]
-    script = "prelude.py" if audit_hook else "prelude_nohook.py"
-    limit_args = [limits.cpu_s, limits.memory_mb, limits.nproc, limits.nofile, limits.fsize_mb]
-    return cmd + [python, "-I", "-B", script, *map(str, limit_args)]
-
-
-def _prepare_dir(code: str, audit_hook: bool) -> str:
+def _prepare(files: dict[str, str], uid: int) -> str:
+    """A fresh 0700 directory holding `files`, owned by `uid` when we drop privileges."""
     workdir = tempfile.mkdtemp(prefix="aha-sandbox-")
-    prelude = _PRELUDE.read_text(encoding="utf-8")
-    if not audit_hook:  # tests of the kernel walls alone
-        prelude = prelude.replace("    sys.addaudithook(", "    (lambda *a: None)(")
-    Path(workdir, "prelude_nohook.py" if not audit_hook else "prelude.py").write_text(prelude, encoding="utf-8")
-    Path(workdir, "program.py").write_text(code, encoding="utf-8")
-    if isolation()["drop_privileges"]:
-        for path in [workdir, *(str(p) for p in Path(workdir).iterdir())]:
-            os.chown(path, NOBODY, NOBODY)
+    try:
+        for name, text in files.items():
+            Path(workdir, name).write_text(text, encoding="utf-8")  # UnicodeEncodeError: a lone surrogate
+        if isolation()["drop_privileges"]:
+            for path in [workdir, *(str(p) for p in Path(workdir).iterdir())]:
+                os.chown(path, uid, uid)
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     return workdir
 
 
-def run_python(code: str, limits: SandboxLimits = SandboxLimits(), audit_hook: bool = True) -> SandboxResult:
-    """Run `code` as a script; passed only if it reaches its end without error."""
-    workdir = _prepare_dir(code, audit_hook)
-    logdir = tempfile.mkdtemp(prefix="aha-sandbox-log-")  # root-owned: out of the program's reach by path
-    nonce = secrets.token_hex(16)
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir, "TMPDIR": workdir}
+def _walls_name(bwrap: bool) -> str:
+    return "bwrap" if bwrap else ("unshare" if isolation()["unshare"] else "none")
+
+
+def _spawn(argv: list[str], workdir: str, uid: int, bwrap: bool, logs: tuple, fds: tuple) -> subprocess.Popen:
+    prefix, inner = command(workdir, uid, bwrap)
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": inner, "TMPDIR": inner}
+    return subprocess.Popen(
+        prefix + ["-I", "-B", *argv], cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+        stdout=logs[0], stderr=logs[1], start_new_session=True, close_fds=True, pass_fds=fds,
+    )
+
+
+def run_python(code: str, limits: SandboxLimits = SandboxLimits(), audit_hook: bool = True,
+               bwrap: bool | None = None) -> SandboxResult:
+    """Run `code` as a script; passed if it exits 0 after its last line (see the module doc)."""
+    bwrap = use_bwrap(bwrap)
+    workdir = _prepare({"prelude.py": _script("prelude.py"), "program.py": code}, NOBODY)
+    logdir = tempfile.mkdtemp(prefix="aha-sandbox-log-")  # root-owned: out of the program's reach
+    marker_r, marker_w = os.pipe()
+    argv = ["prelude.py", "script", *limits.args(), str(marker_w)] + ([] if audit_hook else ["--no-hook"])
     start = time.monotonic()
     try:
         with open(os.path.join(logdir, "out"), "w+b") as out, open(os.path.join(logdir, "err"), "w+b") as err:
-            proc = subprocess.Popen(
-                _command(limits, audit_hook), cwd=workdir, env=env, stdin=subprocess.PIPE,
-                stdout=out, stderr=err, start_new_session=True, close_fds=True,
-            )
-            status = _wait(proc, nonce, limits.timeout_s)
-            stdout, found = _read_capped(out, limits.output_chars, nonce)
-            stderr, _ = _read_capped(err, limits.output_chars, None)
+            try:
+                proc = _spawn(argv, workdir, NOBODY, bwrap, (out, err), (marker_w,))
+            finally:
+                os.close(marker_w)
+            status = _wait(proc, time.monotonic() + limits.timeout_s)
+            os.set_blocking(marker_r, False)  # a stray holder of the write end must not block us
+            finished = _read_marker(marker_r)
+            stdout, stderr = _read_capped(out, limits.output_chars), _read_capped(err, limits.output_chars)
     finally:
+        os.close(marker_r)
         shutil.rmtree(workdir, ignore_errors=True)
         shutil.rmtree(logdir, ignore_errors=True)
-    if status is None:
-        status = _status(proc.returncode, found)
-    return SandboxResult(status == "passed", status, proc.returncode, stdout, stderr, time.monotonic() - start)
+    status = status or _status(proc.returncode, finished)
+    return SandboxResult(status == "passed", status, proc.returncode, stdout, stderr,
+                         time.monotonic() - start, walls=_walls_name(bwrap))
 
 
-def _wait(proc: subprocess.Popen, nonce: str, timeout_s: float) -> str | None:
-    """Send the nonce, wait, then kill the whole group. Returns "timeout" or None."""
+def _read_marker(fd: int) -> bool:
+    try:
+        return os.read(fd, 16) == b"end\n"
+    except BlockingIOError:
+        return False
+
+
+def run_judged(program: str, tests: str, entry_point: str, limits: SandboxLimits = SandboxLimits(),
+               bwrap: bool | None = None) -> SandboxResult:
+    """`program` (untrusted: defines `entry_point`) in one sandbox; `tests` (trusted: defines
+    `check(candidate)`) in the judge's. Passed only on the judge's verdict."""
+    bwrap = use_bwrap(bwrap)
+    start, dirs = time.monotonic(), []
+    try:
+        dirs.append(_prepare({"prelude.py": _script("prelude.py"), "program.py": program}, NOBODY))
+        dirs.append(_prepare({"judge.py": _script("judge.py"), "tests.py": tests}, JUDGE_UID))
+        dirs.append(logdir := tempfile.mkdtemp(prefix="aha-sandbox-log-"))
+        with ExitStack() as stack:
+            names = ("out", "err", "verdict", "judge_err")
+            logs = [stack.enter_context(open(os.path.join(logdir, n), "w+b")) for n in names]
+            worker, judge = _spawn_pair(entry_point, limits, bwrap, dirs[:2], logs)
+            status = _wait(judge, time.monotonic() + limits.timeout_s)
+            _wait(worker, time.monotonic())  # the verdict is in: the candidate has nothing left to do
+            verdict = _verdict(logs[2])
+            stdout, stderr = _read_capped(logs[0], limits.output_chars), _read_capped(logs[1], limits.output_chars)
+            judge_err = _read_capped(logs[3], 4000)
+    finally:
+        for path in dirs:
+            shutil.rmtree(path, ignore_errors=True)
+    passed = status is None and judge.returncode == 0 and verdict.get("passed") is True
+    if status is None and judge.returncode < 0:
+        status = _status(judge.returncode, False)
+    elif status is None:
+        status = "passed" if passed else ("failed" if verdict else "judge error")
+    detail = str(verdict.get("error", "")) if verdict else judge_err[-500:]
+    return SandboxResult(passed, status, judge.returncode, stdout, stderr, time.monotonic() - start,
+                         detail=detail, walls=_walls_name(bwrap))
+
+
+def _spawn_pair(entry_point: str, limits: SandboxLimits, bwrap: bool, dirs: tuple, logs: list):
+    """The candidate's process and the judge's, joined by two pipes (requests, answers)."""
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    try:
+        worker = _spawn(["prelude.py", "serve", *limits.args(), entry_point, str(req_r), str(resp_w)],
+                        dirs[0], NOBODY, bwrap, logs[0:2], (req_r, resp_w))
+        cap = str(limits.message_kb * 1024)
+        try:
+            judge = _spawn(["judge.py", *limits.args(), entry_point, str(req_w), str(resp_r), cap],
+                           dirs[1], JUDGE_UID, bwrap, logs[2:4], (req_w, resp_r))
+        except BaseException:
+            _wait(worker, time.monotonic())  # no judge: the candidate's process must not linger
+            raise
+    finally:
+        for fd in (req_r, req_w, resp_r, resp_w):
+            os.close(fd)  # each end now lives only in the process that uses it: EOF when it dies
+    return worker, judge
+
+
+def _verdict(f) -> dict:
+    """The judge's one JSON line ({} when it wrote none: it crashed or was killed)."""
+    f.flush()
+    f.seek(0)
+    lines = f.read(64 * 1024).decode("utf-8", errors="replace").strip().splitlines()
+    try:
+        verdict = json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {}
+    return verdict if isinstance(verdict, dict) else {}
+
+
+def _wait(proc: subprocess.Popen, deadline: float) -> str | None:
+    """Wait until `deadline`, then kill the whole group. Returns "timeout" or None."""
     status = None
     try:
-        proc.stdin.write(f"{nonce}\n".encode())
-        proc.stdin.close()
-    except (BrokenPipeError, OSError):
-        pass  # it died before reading: its exit status tells why
-    try:
-        proc.wait(timeout=timeout_s)
+        proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
         status = "timeout"
     # Always, not only on timeout: children it left behind must not outlive the run.
@@ -159,33 +213,25 @@ def _wait(proc: subprocess.Popen, nonce: str, timeout_s: float) -> str | None:
     return status
 
 
-def _read_capped(f, cap: int, nonce: str | None) -> tuple[str, bool]:
-    """First `cap` characters, and whether the nonce line ends the output (read from the tail,
-    so a program that prints a lot still passes)."""
+def _read_capped(f, cap: int) -> str:
     f.flush()
-    size = f.seek(0, os.SEEK_END)
     f.seek(0)
-    head = f.read(cap).decode("utf-8", errors="replace")
-    found = False
-    if nonce is not None:
-        f.seek(max(0, size - 64))
-        found = f.read().decode("utf-8", errors="replace").rstrip().endswith(nonce)
-        head = head.replace(f"\n{nonce}\n", "")
-    return head, found
+    return f.read(cap).decode("utf-8", errors="replace")
 
 
-def _status(returncode: int, found_nonce: bool) -> str:
+def _status(returncode: int, finished: bool) -> str:
     if returncode < 0:
         return f"killed by {signal.Signals(-returncode).name}"
-    if returncode == 0 and found_nonce:
+    if returncode == 0 and finished:
         return "passed"
     if returncode == 0:
         return "exited before the end"
     return "failed"
 
 
-def run_many(codes: Sequence[str], limits: SandboxLimits = SandboxLimits(), workers: int | None = None) -> list[SandboxResult]:
+def run_many(codes: Sequence[str], limits: SandboxLimits = SandboxLimits(), workers: int | None = None,
+             bwrap: bool | None = None) -> list[SandboxResult]:
     """Run programs in parallel, one sandbox each (threads only wait on child processes)."""
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as threads:
-        return list(threads.map(lambda code: run_python(code, limits), codes))
+        return list(threads.map(lambda code: run_python(code, limits, bwrap=bwrap), codes))

@@ -1,19 +1,23 @@
 """HumanEval-style code problems, verified by running the tests in the local sandbox.
 
 A problem holds the function `prompt` (signature + docstring), a `test` defining
-`check(candidate)` and the `entry_point`. The program run is
-`prompt + completion + test + check(entry_point)`; the completion may be the function body or a
-whole `def` (a docstring-only stub followed by a full definition is valid Python, the second wins).
+`check(candidate)` and the `entry_point`. The candidate's program is `prompt + completion` (the
+completion may be the function body or a whole `def`: a docstring-only stub followed by a full
+definition is valid Python, the second wins); it runs in the sandbox and only answers calls.
+The tests, `prompt + test`, run in a separate judge process that calls `check` with a proxy
+for the entry point and alone decides (`aha.sandbox.run_judged`): a completion cannot read
+the expected values, patch the tests, fake an always-equal answer or forge the verdict.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from aha.sandbox import SandboxLimits, run_python
+from aha.sandbox import SandboxLimits, SandboxResult, run_judged
 from aha.tasks.base import Problem, Task, register_task
 from aha.tasks.records import RecordError, field, packaged, read_records, seeded_sample
 
@@ -38,19 +42,27 @@ def _text(row: dict, name: str, where: str) -> str:
     return value
 
 
-def build_program(prompt: str, completion: str, test: str, entry_point: str) -> str:
+def build_program(prompt: str, completion: str) -> str:
+    """The candidate's side: the prompt (its imports and helpers) and the completion."""
     code = completion if completion.startswith((" ", "\t", "\n")) else "\n" + completion
-    return f"{prompt}{code}\n\n{test}\n\ncheck({entry_point})\n"
+    return f"{prompt}{code}\n"
+
+
+def build_tests(prompt: str, test: str) -> str:
+    """The judge's side: the prompt again (the tests may use its helpers) and `check`."""
+    return f"{prompt}\n\n{test}\n"
 
 
 @register_task("humaneval")
 class CodeTask(Task):
     """HumanEval (164 problems, test split only) or a user's file of the same shape (`path=`)."""
 
-    def __init__(self, path: str | None = None, limits: SandboxLimits | None = None, workers: int | None = None):
+    def __init__(self, path: str | None = None, limits: SandboxLimits | None = None, workers: int | None = None,
+                 bwrap: bool | None = None):
         self.path = Path(path) if path else packaged("humaneval/HumanEval.jsonl.gz")
         self.limits = limits or SandboxLimits()
         self.workers = workers
+        self.bwrap = bwrap  # None: bubblewrap when the host has it
         self._problems: list[Problem] | None = None
 
     def problems(self, split: str, n: int, seed: int) -> list[Problem]:
@@ -74,14 +86,23 @@ class CodeTask(Task):
 
     def program(self, answer: str, problem: Problem) -> str:
         m = problem.meta
-        return build_program(m["prompt"], extract_code(answer), m["test"], m["entry_point"])
+        return build_program(m["prompt"], extract_code(answer))
+
+    def run(self, answer: str, problem: Problem) -> SandboxResult:
+        m = problem.meta
+        return run_judged(self.program(answer, problem), build_tests(m["prompt"], m["test"]), m["entry_point"],
+                          self.limits, bwrap=self.bwrap)
 
     def verify(self, answer: str | None, problem: Problem) -> tuple[float, dict]:
         if answer is None or not answer.strip():
             return 0.0, {"reason": "no answer"}
-        result = run_python(self.program(answer, problem), self.limits)
+        try:
+            result = self.run(answer, problem)
+        except (OSError, ValueError, subprocess.SubprocessError) as e:  # the sandbox failed, not the answer
+            return 0.0, {"reason": f"sandbox error: {type(e).__name__}: {e}"[:300]}
         info = {"reason": "correct" if result.passed else result.status, "seconds": round(result.seconds, 3)}
         if not result.passed:
+            info["detail"] = result.detail[-300:]
             info["stderr_tail"] = result.stderr[-300:]
         return float(result.passed), info
 
