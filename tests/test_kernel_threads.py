@@ -84,3 +84,16 @@ def test_build_name_depends_on_source_and_flags(tmp_path, monkeypatch):
     changed.write_text(kernels._SOURCE.read_text() + "\n// another version of aha\n")
     monkeypatch.setattr(kernels, "_SOURCE", changed)
     assert kernels._build_tag(["-O3"]) != base
+
+
+@pytest.mark.parametrize("cpu_max, cores", [
+    ("200000 100000", 2), ("150000 100000", 2), ("50000 100000", 1), ("max 100000", None), ("", None), ("100000 0", None),
+])
+def test_quota_cores_rounds_a_cgroup_quota_up_to_whole_cores(cpu_max, cores):
+    assert threads.quota_cores(cpu_max) == cores
+
+
+def test_budget_respects_the_cgroup_quota(monkeypatch):
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: 1)
+    budget = threads.ThreadBudget()
+    assert budget.threads(64) == 1

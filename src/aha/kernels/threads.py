@@ -7,10 +7,12 @@ scheduler gives it back a slice: on 2 cores with one `while True: pass` beside i
 from 4.7 s to 63 s. libgomp's wait policy (OMP_WAIT_POLICY, GOMP_SPINCOUNT) is read once when torch
 loads it, so it cannot be changed from here; the thread count can, per step.
 
-`ThreadBudget` therefore gives each step the CPUs this process may run on (its affinity mask,
-capped by torch's own setting, which OMP_NUM_THREADS and `torch.set_num_threads` set) minus what
-other processes kept busy on those CPUs over the last half second, read from /proc/stat. Where
-/proc/stat is missing (not Linux) the budget is simply the cap.
+`ThreadBudget` therefore gives each step the CPUs this process may run on (its affinity mask and
+cgroup CPU quota, capped by torch's own setting: OMP_NUM_THREADS, `torch.set_num_threads`) minus
+what other processes kept busy on those CPUs over the last half second, read from /proc/stat.
+Where /proc/stat is missing (not Linux) the budget is simply the cap. `TorchEngine.generate` holds
+the budget for a whole CPU rollout (sampling ops run many small regions too) and the lean decoder
+re-decides it each step; torch's thread count is restored when the rollout ends.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -38,6 +41,28 @@ def allowed_cpus() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
+
+
+def quota_cores(cpu_max: str) -> int | None:
+    """Whole cores a cgroup v2 CPU quota allows (`cpu.max`: "200000 100000" → 2, "150000 100000" → 2,
+    "max 100000" → None). A container limited to 2 cores on a 64-core host otherwise gets 64
+    threads from torch, each running a fraction of the time: the barrier stalls again.
+
+    >>> quota_cores("200000 100000"), quota_cores("50000 100000"), quota_cores("max 100000")
+    (2, 1, None)
+    """
+    fields = cpu_max.split()
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    quota, period = int(fields[0]), int(fields[1])
+    return max(1, -(-quota // period)) if period > 0 else None
+
+
+def _cgroup_quota() -> int | None:
+    try:
+        return quota_cores(Path("/sys/fs/cgroup/cpu.max").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def busy_seconds(proc_stat: str, cpus: list[int]) -> float | None:
@@ -73,6 +98,7 @@ class ThreadBudget:
 
     def __init__(self):
         self.cpus = allowed_cpus()
+        self.limit = min(len(self.cpus), _cgroup_quota() or len(self.cpus))  # cores we may use at all
         self.others = 0.0  # cores that other processes kept busy on our CPUs, over the last window
         self.clock = time.monotonic
         self._last = self._reading()
@@ -99,7 +125,7 @@ class ThreadBudget:
         return self.others
 
     def threads(self, cap: int) -> int:
-        cap = min(cap, len(self.cpus))
+        cap = min(cap, self.limit)
         if not ADAPTIVE or cap <= 1:
             return max(1, cap)
         return threads_for(cap, len(self.cpus), self.update())
