@@ -104,3 +104,11 @@ def test_close_ends_every_worker():
     assert all(_gone(p) for p in pids)
     with pytest.raises(RuntimeError, match="closed"):
         pool.call(_pid)
+
+
+def test_failed_preload_raises_and_leaves_no_server():
+    pool = BoundedPool(max_workers=1, preload=["aha_no_such_module_anywhere"])
+    with pytest.raises(RuntimeError, match="aha_no_such_module_anywhere"):
+        pool.call(_pid)
+    assert pool._server is None
+    pool.close()

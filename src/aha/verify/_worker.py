@@ -27,7 +27,7 @@ import socket
 import sys
 from multiprocessing.connection import Connection
 
-_MAX_MESSAGE = 1 << 16  # control messages are a few hundred bytes; sys.path fits easily
+_MAX_MESSAGE = 1 << 20  # control messages are a few hundred bytes (sys.path): ample room
 
 
 def serve_jobs(conn: Connection, memory_limit_bytes: int | None) -> None:

@@ -66,7 +66,11 @@ class _Server:
         self.owner = os.getpid()  # a forked copy of the pool's process must start its own server
         self.lock = threading.Lock()
         self.broken = False
-        reply, _ = self.request(("init", list(sys.path), list(preload), memory_limit_bytes))
+        try:
+            reply, _ = self.request(("init", list(sys.path), list(preload), memory_limit_bytes))
+        except OSError as error:  # it could not even import aha, or hung: no process left behind
+            self.close()
+            raise RuntimeError(f"verifier worker server failed to start: {error}") from error
         if reply[0] != "ready":
             self.close()
             raise RuntimeError(f"verifier worker server failed to start: {reply[1]}")
