@@ -3,6 +3,10 @@ with and without one competing busy process, under the fixed thread count (torch
 under `aha.kernels.threads`' budget, all in one run so the machine's other load is the same.
 
     PYTHONPATH=src .venv/bin/python bench/contention.py [--repeats 2] [--new-tokens 128]
+    OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src .venv/bin/python bench/contention.py   # what `import aha` first sets
+
+The script imports torch before aha, so libgomp keeps its default (spinning) wait policy unless
+OMP_WAIT_POLICY is set in the environment.
 
 Weights are random (decode time does not depend on them; EOS is ignored). Prints one line per
 setting and a JSON summary; `uptime` before and after says what else ran.

@@ -97,3 +97,21 @@ def test_budget_respects_the_cgroup_quota(monkeypatch):
     monkeypatch.setattr(threads, "_cgroup_quota", lambda: 1)
     budget = threads.ThreadBudget()
     assert budget.threads(64) == 1
+
+
+def _omp_policy_after_import(env: dict, code: str) -> str:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | env | {"PYTHONPATH": src}
+    done = subprocess.run([sys.executable, "-c", code + "; import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+                          env=env, capture_output=True, text=True, timeout=120, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_importing_aha_first_makes_openmp_waits_passive_unless_the_user_chose():
+    assert _omp_policy_after_import({}, "import aha") == "PASSIVE"
+    assert _omp_policy_after_import({"OMP_WAIT_POLICY": "ACTIVE"}, "import aha") == "ACTIVE"
+    assert _omp_policy_after_import({}, "import torch, aha") == "None"  # too late to matter: left alone
