@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from aha.verify.answer_forms import answer_core, hedged, scientific_number, strip_sentence, strip_unit
+from aha.verify.answer_forms import answer_core, hedged, scientific_number, sentence_number, strip_sentence, strip_unit
 from aha.verify.math_answer import _is_number
 
 
@@ -25,6 +25,7 @@ def test_strip_sentence(text, core):
     ("5.4 \\text{ cents}", "5.4"), ("864 \\mbox{ inches}^2", "864"), ("x = 7 hours", "7"), ("60 km/h", "60"),
     ("\\frac{270}7\\text{ degrees}", "\\frac{270}7"), ("1.5 \\times 10^3 meters", "1.5 \\times 10^3"),
     # not a number before the tail, or words that change the meaning: unchanged
+    ("18 (dollars)", "18"), ("18 thousand", "18 thousand"), ("18k", "18k"), ("18 squared", "18 squared"),
     ("8 or more", "8 or more"), ("at least 8", "at least 8"), ("2 x", "2 x"), ("3 pi", "3 pi"), ("x^2 cm", "x^2 cm"),
     ("7 or 8 dollars", "7 or 8 dollars"), ("5 a b c d e", "5 a b c d e"), ("\\text{Evelyn}", "\\text{Evelyn}"),
 ])
@@ -59,3 +60,14 @@ def test_unit_stripping_stays_linear_on_hostile_text():
         start = time.perf_counter()
         assert strip_unit(text, _is_number) == text
         assert time.perf_counter() - start < 0.1, text[:30]
+
+
+@pytest.mark.parametrize("text, number", [
+    ("So, she has 18 apples left.", "18"), ("The total cost is $18.", "18"), ("She needs 18 more cups.", "18"),
+    ("We get 1,250.", "1,250"), ("It is -3 degrees", "-3"), ("**It takes 5 hours**", "5"),
+    ("at most 18 apples", None), ("18 thousand people", None), ("more than 18", None), ("18 or so", None),
+    ("3 apples and 4 pears", None), ("x = 18 here", None), ("18 - 2 apples", None), ("18", None), ("the 18 over 5", None),
+    ("The answer is 10^3 apples", None), ("He has 18 if it rains", None),
+])
+def test_sentence_number(text, number):
+    assert sentence_number(text) == number

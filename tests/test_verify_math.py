@@ -172,12 +172,15 @@ GRADER_ACCEPTS = [
     ("The answer is 42.", "42"), ("So x = 7", "7"), ("Answer: 42", "42"), (r"The final answer is $\frac{3}{4}$.", r"\frac34"),
     ("Therefore, the total is $18.", "18"), ("So the answer is 5 hours.", "5"), ("the answer is: 1,000", "1000"),
     (r"The answer is $\frac{\sqrt{2}}{2}$.", r"\frac{\sqrt2}{2}"), ("(1, 2)", r"\left(1, 2\right)"), (r"\{2, 1\}", r"\{1, 2\}"),
+    ("So, she has 18 apples left.", "18"), ("The total cost is $18.", "18"), ("**18**", "18"), ("18 (dollars)", "18"),
 ]
 GRADER_REJECTS = [
     ("7 or 8", "7"), ("either 3 or 4", "3"), ("7, 8", "7"), ("7 and 8", "8"), ("8 or more", "8"),
     ("The answer is 7 or 8.", "7"), ("x = 7 or x = 8", "7"), ("18 dollars or 19 dollars", "18"), ("3 cm or 4 cm", "3"),
     ("17 dollars", "18"), ("18 cm", "19"), ("1.5e3", "150"), (r"1.5 \times 10^4", "1500"), ("The answer is 41.", "42"),
     ("$19", "18"), ("18 dollars", "180"), ("2.5e-3", "0.025"), ("(2, 1)", "(1, 2)"), ("[1, 2)", "[1, 2]"),
+    ("18 thousand", "18"), ("18k", "18"), ("18 squared", "18"), ("She has at most 18 apples.", "18"),
+    ("It costs more than 18 dollars.", "18"), ("18 over 5", "18"),
 ]
 
 

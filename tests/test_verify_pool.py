@@ -50,6 +50,11 @@ def _sleep(seconds: float) -> str:
     return "woke"
 
 
+def _sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
 def _allocate(megabytes: int) -> int:
     return len(bytearray(megabytes * 2**20))
 
@@ -95,7 +100,7 @@ def test_memory_limit_raises_inside_the_worker():
 
 def test_close_ends_every_worker():
     pool = BoundedPool(max_workers=2)
-    pids = {r.value for r in pool.map(_pid, [(), ()])}
+    pids = {r.value for r in pool.map(_sleep_then_pid, [(1.0,), (1.0,)], timeout=30)}  # both busy at once
     assert len(pids) == 2 and os.getpid() not in pids
     pool.close()
     deadline = time.monotonic() + 5

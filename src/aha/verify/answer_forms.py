@@ -31,7 +31,7 @@ _TEXT_WRAPPER = re.compile(r"^\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}$")
 # wrappers around them (`\text{ cm}`), powers (`^2`, `^{3}`), spacing (`\,`, `\ `).
 _POWER = r"(?:\^\s*\{?\s*[23]\s*\}?)?"  # `cm^2`, `\text{ m}^{3}`: only right after a unit word
 _UNIT_TAIL = re.compile(
-    r"^(?P<value>.*?[\d}])(?P<unit>(?:\s|\\[,;:!]|\\ |/|(?:\\(?:text|textrm|mathrm|mbox|textbf)\s*\{[^{}]*\}"
+    r"^(?P<value>.*?[\d}])(?P<unit>(?:\s|\\[,;:!]|\\ |[/()]|(?:\\(?:text|textrm|mathrm|mbox|textbf)\s*\{[^{}]*\}"
     r"|[A-Za-z]+(?![A-Za-z])\.?)" + _POWER + r")+)$"  # the lookahead: one way to split words, no blow-up
 )
 _UNIT_COMMANDS = {"text", "textrm", "mathrm", "mbox", "textbf"}
@@ -41,7 +41,14 @@ _NOT_UNITS = {
     "about", "approximately", "approx", "around", "roughly", "nearly", "almost", "over", "under", "between",
     "plus", "minus", "times", "not", "no", "none", "only", "up", "maybe", "perhaps", "possibly", "else",
     "above", "below", "greater", "smaller", "larger", "each", "x", "y", "z", "n", "i", "e", "pi",
+    # multipliers: "18 thousand" is 18,000, "18 squared" 324
+    "squared", "cubed", "percent", "hundred", "hundreds", "thousand", "thousands", "million", "millions",
+    "billion", "billions", "trillion", "dozen", "dozens", "k", "bn", "mn", "half", "halves", "twice", "double",
 }
+# In a free sentence ("She needs 18 more cups."), words that make its one number not the answer.
+_SENTENCE_BLOCKERS = (_NOT_UNITS - {"more", "each", "no", "at", "to", "x", "y", "z", "n", "i", "e"}) | {"than", "if", "unless"}
+_SENTENCE_NUMBER = re.compile(r"(?<![\w.])([-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?![\w])")
+_MAX_SENTENCE = 120
 _MAX_UNIT_WORDS = 4
 _MAX_UNIT_TEXT = 200  # "18 square meters" is short; longer texts are not a number with a unit
 _HEDGE = re.compile(r"\b(?:or|either|nor|and)\b|\\(?:lor|vee|text\{\s*or\s*\})", re.IGNORECASE)
@@ -52,6 +59,8 @@ _SCIENTIFIC = re.compile(
 
 def _unwrap(text: str) -> str:
     out = text.strip().rstrip(".").strip()
+    if out.startswith("**") and out.endswith("**") and len(out) > 4:  # markdown bold
+        out = out[2:-2].strip()
     for left, right in _MATH_DELIMS:
         if out.startswith(left) and out.endswith(right) and len(out) >= len(left) + len(right):
             out = out[len(left) : len(out) - len(right)].strip()
@@ -85,6 +94,20 @@ def strip_unit(text: str, is_number) -> str:
     return value if out != text.strip() and is_number(value) else text
 
 
+def sentence_number(text: str) -> str | None:
+    """The one number of a short plain-English sentence ("So, she has 18 apples left." → "18");
+    None for anything with math in it, more or fewer than one number, or a word that qualifies it
+    ("at most 18", "18 thousand", "18 or so")."""
+    out = text.replace("**", "").strip().rstrip(".!").strip()
+    if len(out) > _MAX_SENTENCE or re.search(r"[=^{}<>*/\\]|\d\s*[-+]\s*\d", out.replace("\\$", "$")):
+        return None
+    words = re.findall(r"[A-Za-z]+", out)
+    numbers = _SENTENCE_NUMBER.findall(out)
+    if len(numbers) != 1 or len(words) < 2 or any(w.lower() in _SENTENCE_BLOCKERS or w.lower() == "and" for w in words):
+        return None
+    return numbers[0]
+
+
 def answer_core(text: str, is_number) -> str:
     """The value a grader reads in `text` (sentence, currency and unit removed) when it is a number;
     else `text` itself."""
@@ -92,6 +115,9 @@ def answer_core(text: str, is_number) -> str:
     core = strip_unit(sentence_free, is_number)
     if core != sentence_free or is_number(sentence_free):
         return core
+    number = sentence_number(sentence_free)
+    if number is not None:
+        return number
     return text if sentence_free == _unwrap(text) else sentence_free
 
 
