@@ -33,8 +33,15 @@ def test_threads_for_one_per_nearly_free_cpu(cap, cpus, others, expected):
     assert threads.threads_for(cap, cpus, others) == expected
 
 
+def test_spinning_waits_from_the_environment():
+    assert threads.spinning_waits({}) and threads.spinning_waits({"OMP_WAIT_POLICY": "active"})
+    assert not threads.spinning_waits({"OMP_WAIT_POLICY": "passive"})
+    assert not threads.spinning_waits({"GOMP_SPINCOUNT": "0"})
+
+
 def test_budget_follows_measured_load_and_restores_the_thread_count(monkeypatch):
     budget = threads.ThreadBudget()
+    budget.spinning = True
     budget.cpus = [0, 1]
     clock = {"wall": 100.0, "own": 10.0, "busy": 50.0}
     monkeypatch.setattr(budget, "_reading", lambda: (clock["wall"], clock["own"], clock["busy"]))
@@ -58,6 +65,10 @@ def test_budget_follows_measured_load_and_restores_the_thread_count(monkeypatch)
         assert torch.get_num_threads() == 2
         monkeypatch.setattr(threads, "ADAPTIVE", False)
         clock.update(wall=110.0, own=13.0, busy=70.0)  # a saturated machine, but adaptation is off
+        with budget.applied() as n:
+            assert n == 2
+        monkeypatch.setattr(threads, "ADAPTIVE", True)
+        budget.spinning = False  # sleeping waits: a busy neighbour costs no spinning, keep every thread
         with budget.applied() as n:
             assert n == 2
     finally:
@@ -96,6 +107,8 @@ def test_quota_cores_rounds_a_cgroup_quota_up_to_whole_cores(cpu_max, cores):
 def test_budget_respects_the_cgroup_quota(monkeypatch):
     monkeypatch.setattr(threads, "_cgroup_quota", lambda: 1)
     budget = threads.ThreadBudget()
+    assert budget.threads(64) == 1
+    budget.spinning = False
     assert budget.threads(64) == 1
 
 

@@ -13,6 +13,10 @@ what other processes kept busy on those CPUs over the last half second, read fro
 Where /proc/stat is missing (not Linux) the budget is simply the cap. `TorchEngine.generate` holds
 the budget for a whole CPU rollout (sampling ops run many small regions too) and the lean decoder
 re-decides it each step; torch's thread count is restored when the rollout ends.
+
+With sleeping waits (OMP_WAIT_POLICY=PASSIVE, what `import aha` before torch sets) the stall is
+gone at the source and the budget keeps every allowed thread; it matters when torch was loaded
+first with libgomp's spinning default.
 """
 
 from __future__ import annotations
@@ -34,6 +38,14 @@ WINDOW_S = 0.5
 MIN_FREE_PER_THREAD = 0.75
 # False: every step uses torch's thread count, as before (for benchmarks comparing the two).
 ADAPTIVE = True
+
+
+def spinning_waits(env=os.environ) -> bool:
+    """Whether OpenMP threads spin at barriers (libgomp's default) rather than sleep. Read from the
+    environment, which `import aha` before torch sets to PASSIVE: with sleeping waits a thread
+    fewer gains nothing (measured: 2 threads as fast or faster than 1 beside a busy process), so
+    the budget only cuts threads when they spin."""
+    return env.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE" and env.get("GOMP_SPINCOUNT", "").strip() != "0"
 
 
 def allowed_cpus() -> list[int]:
@@ -100,6 +112,7 @@ class ThreadBudget:
         self.cpus = allowed_cpus()
         self.limit = min(len(self.cpus), _cgroup_quota() or len(self.cpus))  # cores we may use at all
         self.others = 0.0  # cores that other processes kept busy on our CPUs, over the last window
+        self.spinning = spinning_waits()
         self.clock = time.monotonic
         self._last = self._reading()
         self._local = threading.local()  # each calling thread's nesting depth and cap
@@ -126,7 +139,7 @@ class ThreadBudget:
 
     def threads(self, cap: int) -> int:
         cap = min(cap, self.limit)
-        if not ADAPTIVE or cap <= 1:
+        if not ADAPTIVE or cap <= 1 or not self.spinning:
             return max(1, cap)
         return threads_for(cap, len(self.cpus), self.update())
 
