@@ -117,3 +117,26 @@ def test_failed_preload_raises_and_leaves_no_server():
         pool.call(_pid)
     assert pool._server is None
     pool.close()
+
+
+def test_control_frames_carry_large_messages_and_descriptors_one_at_a_time():
+    import socket
+    import threading
+
+    from aha.verify._worker import recv_message, send_message
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    r, w = os.pipe()
+    big = ("init", ["x" * 1000] * 500)  # ~0.5 MB: many socket buffers' worth
+    sender = threading.Thread(target=lambda: (send_message(a, big), send_message(a, ("spawned", 7), [w]), a.close()))
+    sender.start()
+    assert recv_message(b) == (big, [])
+    (reply, fds) = recv_message(b)
+    assert reply == ("spawned", 7) and len(fds) == 1
+    os.write(fds[0], b"ok")  # the received descriptor is the pipe's write end
+    assert os.read(r, 2) == b"ok"
+    assert recv_message(b) is None  # clean end of stream
+    sender.join()
+    for fd in (r, w, fds[0]):
+        os.close(fd)
+    b.close()

@@ -11,7 +11,8 @@ and then forks one child per worker on request (~10 ms), handing the parent one 
 socket pair over the control socket (SCM_RIGHTS). Children only ever run module-level functions
 that the parent names by module and qualified name (pickle), importable from the parent's sys.path.
 
-Control protocol (pickled tuples, one per SOCK_SEQPACKET message; the parent serialises requests):
+Control protocol (pickled tuples, each framed by its length on a Unix stream socket — SOCK_SEQPACKET
+would be simpler but macOS has none; the parent serialises requests, so frames never interleave):
     ("init", sys_path, preload, memory_limit_bytes) -> ("ready",) | ("error", text)
     ("spawn", sys_path)                             -> ("spawned", pid) + the job socket's fd
     ("kill", pid)                                   -> ("killed", exit code: -signal when signalled)
@@ -24,10 +25,41 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import sys
 from multiprocessing.connection import Connection
 
-_MAX_MESSAGE = 1 << 20  # control messages are a few hundred bytes (sys.path): ample room
+_HEADER = struct.Struct("!I")
+
+
+def send_message(sock: socket.socket, message: tuple, fds: list[int] | None = None) -> None:
+    data = pickle.dumps(message)
+    frame = _HEADER.pack(len(data)) + data
+    if fds:  # the descriptors ride on the frame's first bytes; replies carrying them are tiny
+        sent = socket.send_fds(sock, [frame], fds)
+        sock.sendall(frame[sent:])
+    else:
+        sock.sendall(frame)
+
+
+def _exactly(sock: socket.socket, n: int, head: bytes = b"") -> bytes:
+    out = bytearray(head)
+    while len(out) < n:
+        chunk = sock.recv(n - len(out))
+        if not chunk:
+            raise EOFError("control socket closed mid-message")
+        out += chunk
+    return bytes(out)
+
+
+def recv_message(sock: socket.socket) -> tuple[tuple, list[int]] | None:
+    """One framed message and the descriptors sent with it; None at a clean end of stream.
+    Reads exactly one frame, never into the next."""
+    head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, 1)
+    if not head:
+        return None
+    (length,) = _HEADER.unpack(_exactly(sock, _HEADER.size, head))
+    return pickle.loads(_exactly(sock, length)), list(fds)
 
 
 def serve_jobs(conn: Connection, memory_limit_bytes: int | None) -> None:
@@ -74,11 +106,7 @@ class _Zygote:
         self.exited: dict[int, int] = {}  # reaped children's exit codes, until the parent asks
 
     def reply(self, message: tuple, fds: list[int] | None = None) -> None:
-        data = pickle.dumps(message)
-        if fds:
-            socket.send_fds(self.control, [data], fds)
-        else:
-            self.control.sendall(data)
+        send_message(self.control, message, fds)
 
     def reap(self) -> None:
         """Collect children that exited on their own (recycled workers exit when their pipe closes)."""
@@ -121,11 +149,11 @@ class _Zygote:
 
     def run(self) -> None:
         while True:
-            data = self.control.recv(_MAX_MESSAGE)
-            if not data:  # the pool's process closed its end or died
+            received = recv_message(self.control)
+            if received is None:  # the pool's process closed its end or died
                 return
             self.reap()
-            request = pickle.loads(data)
+            request = received[0]
             if request[0] == "init":
                 self.init(*request[1:])
             elif request[0] == "spawn":

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from aha.verify._worker import _MAX_MESSAGE
+from aha.verify._worker import recv_message, send_message
 
 # The directory holding the `aha` package, put first on the server's path before anything else is
 # imported (the caller's full sys.path follows in the "init" message).
@@ -56,7 +55,7 @@ class _Server:
     """The pool's handle on its fork server (`aha.verify._worker`). Requests are serialised."""
 
     def __init__(self, preload: Sequence[str], memory_limit_bytes: int | None):
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         boot = _BOOT.format(root=_PACKAGE_ROOT, fd=theirs.fileno())
         self.process = subprocess.Popen([sys.executable, "-c", boot], pass_fds=[theirs.fileno()],
                                         stdin=subprocess.DEVNULL)
@@ -81,15 +80,15 @@ class _Server:
     def request(self, message: tuple) -> tuple[tuple, list[int]]:
         with self.lock:
             try:
-                self.control.sendall(pickle.dumps(message))
-                data, fds, _, _ = socket.recv_fds(self.control, _MAX_MESSAGE, 1)
-            except OSError:
+                send_message(self.control, message)
+                received = recv_message(self.control)
+            except (OSError, EOFError) as error:
                 self.broken = True
-                raise
-            if not data:
+                raise ConnectionError(f"verifier worker server: {error}") from error
+            if received is None:
                 self.broken = True
                 raise ConnectionError("verifier worker server exited")
-            return pickle.loads(data), fds
+            return received
 
     def spawn(self) -> tuple[int, Connection]:
         reply, fds = self.request(("spawn", list(sys.path)))
