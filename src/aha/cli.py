@@ -238,6 +238,42 @@ def eval_cmd(
 
 
 @app.command()
+def serve(
+    model: str = typer.Argument(..., help="a model directory, a run directory, or 'embedded'"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    name: Optional[str] = typer.Option(None, "--name", help="the model id clients ask for (default: MODEL as given)"),
+    max_batch: int = typer.Option(64, "--max-batch", help="rows (samples) decoded together"),
+    reasoning_parser: Optional[str] = typer.Option(None, "--reasoning-parser",
+                                                   help="deepseek_r1: return <think> text as reasoning_content"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16-mixed"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)"),
+):
+    """An OpenAI-compatible server (chat, completions, streaming) over aha's batched decoder."""
+    import torch
+
+    from aha.serve import load_server
+
+    _quiet_transformers()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        import uvicorn
+
+        from aha.serve.app import create_app
+
+        server = load_server(model, name=name, max_batch=max_batch, reasoning_parser=reasoning_parser,
+                             precision=precision)
+    except USER_ERRORS as err:
+        _fail(err)
+    console.print(f"serving {server.name!r} on http://{host}:{port}/v1")
+    try:
+        uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
+    finally:
+        server.close()
+
+
+@app.command()
 def report(
     runs: List[Path] = typer.Argument(..., help="run directories (several are overlaid)"),
     out: Optional[Path] = typer.Option(None, "--out", help="where to write the HTML (default RUN/report.html)"),

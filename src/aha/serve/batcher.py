@@ -1,0 +1,171 @@
+"""Batching concurrent requests into one decode loop (step-level batching).
+
+Requests are queued as `Job`s. A worker thread takes every job waiting (up to `max_batch` rows),
+prefills them together and decodes them in one batch; requests arriving meanwhile wait and form the
+next batch. Within a batch every row keeps its own temperature, top-p, token limit, stop ids and
+noise stream (`aha.serve.sampler`), so a seeded request's tokens do not depend on its batch mates.
+Rows leave the batch as they finish — or at the next step after their client cancels them (a
+disconnect, a stop string seen), which frees the slot's compute at once.
+
+Why not reuse `RolloutEngine.generate`: it returns only when the whole call is done (no streaming),
+seeds one noise stream per call, and gives every prompt the same settings. The decode backends
+(the lean static-cache forward, or the module's own forward) are the engine's own.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from aha.rollout import lean_qwen2
+from aha.rollout.base import left_pad
+from aha.serve.sampler import row_uniforms, sample_rows
+
+# A step's tokens for one job: [(sample index, token id, finish reason or None)].
+Step = list[tuple[int, int, "str | None"]]
+
+
+@dataclass(eq=False)
+class Job:
+    """One request: `n` samples of one prompt. `sink` is called from the worker thread with each
+    step's tokens, then with an exception if the batch failed."""
+
+    prompt: list[int]
+    n: int
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    stop_ids: frozenset[int]
+    sink: Callable[[Step | BaseException], None]
+    cancelled: set = field(default_factory=set)  # sample indices the client no longer wants
+    generated: int = 0  # tokens decoded for this job so far (all samples)
+
+    def cancel(self, sample: int | None = None) -> None:
+        """Stop decoding one sample (or all): its row leaves the batch at the next step."""
+        self.cancelled.update(range(self.n) if sample is None else (sample,))
+
+    @property
+    def done(self) -> bool:
+        return len(self.cancelled) >= self.n
+
+
+class Batcher:
+    def __init__(self, model, tokenizer, max_batch: int = 64, bf16: bool = False, collect_s: float = 0.005):
+        self.model = model.eval()
+        self.pad_id = tokenizer.pad_token_id
+        self.max_batch = max_batch
+        self.collect_s = collect_s  # after the first arrival, wait this long for others to join its batch
+        self.device = next(model.parameters()).device
+        # Weights do not change while serving: snapshot the lean forward's fused weights once.
+        self.lean = lean_qwen2.LeanDecoder(model, torch.bfloat16 if bf16 else None) if lean_qwen2.supports(model) else None
+        self.bf16 = bf16
+        self.pending: collections.deque[Job] = collections.deque()
+        self.cond = threading.Condition()
+        self.closing = False
+        self.stats = {"batches": 0, "rows": 0, "tokens": 0, "largest_batch": 0, "active_rows": 0}
+        self.thread = threading.Thread(target=self._loop, name="aha-serve-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        if job.n > self.max_batch:
+            raise ValueError(f"n={job.n} exceeds the server's batch of {self.max_batch} rows")
+        with self.cond:
+            if self.closing:
+                raise RuntimeError("the server is shutting down")
+            self.pending.append(job)
+            self.cond.notify()
+
+    def close(self) -> None:
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+        self.thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.closing:
+                    self.cond.wait()
+                if self.closing:
+                    return
+            time.sleep(self.collect_s)
+            batch = self._take()
+            if not batch:
+                continue
+            try:
+                self._run(batch)
+            except (RuntimeError, ValueError, IndexError, MemoryError) as err:  # tell the clients, keep serving
+                for job in batch:
+                    job.sink(err)
+            finally:
+                self.stats["active_rows"] = 0
+
+    def _take(self) -> list[Job]:
+        """Jobs in arrival order while their rows fit; jobs cancelled while queued are dropped."""
+        batch, rows = [], 0
+        with self.cond:
+            while self.pending and (not batch or rows + self.pending[0].n <= self.max_batch):
+                job = self.pending.popleft()
+                if not job.done:
+                    batch.append(job)
+                    rows += job.n
+        return batch
+
+    @torch.no_grad()
+    def _run(self, batch: list[Job]) -> None:
+        rows = [(job, j) for job in batch for j in range(job.n)]  # each sample its own row (n = 1 below)
+        ids, mask = left_pad([job.prompt for job, _ in rows], self.pad_id, self.device)
+        backend = self.lean if self.lean is not None else _module_backend(self.model, self.bf16)
+        logits = backend.prefill(ids, mask, 1, max(job.max_tokens for job in batch))
+        alive = list(range(len(rows)))
+        self.stats.update(batches=self.stats["batches"] + 1, rows=self.stats["rows"] + len(rows),
+                          largest_batch=max(self.stats["largest_batch"], len(rows)))
+        temps = torch.tensor([job.temperature for job, _ in rows], device=self.device)
+        top_ps = torch.tensor([job.top_p for job, _ in rows], device=self.device)
+        seeds = np.array([job.seed for job, _ in rows], dtype=np.uint64)
+        samples = np.array([j for _, j in rows], dtype=np.uint64)
+        for t in itertools.count():
+            self.stats["active_rows"] = len(alive)
+            u = torch.from_numpy(row_uniforms(seeds[alive], samples[alive], t))
+            tokens = sample_rows(logits, temps[alive], top_ps[alive], u).tolist()
+            keep = self._emit(rows, alive, tokens, t)
+            self.stats["tokens"] += len(alive)
+            if not keep:
+                return
+            if len(keep) < len(alive):  # finished and cancelled rows leave: their compute is freed
+                backend.select(torch.tensor(keep, device=self.device))
+                alive = [alive[p] for p in keep]
+            logits = backend.step(torch.tensor([tokens[p] for p in keep], device=self.device))
+
+    @staticmethod
+    def _emit(rows, alive: list[int], tokens: list[int], t: int) -> list[int]:
+        """Hand each job its rows' tokens; the positions (in `alive`) of rows that decode on."""
+        keep, steps = [], collections.defaultdict(list)
+        for pos, (row, token) in enumerate(zip(alive, tokens)):
+            job, sample = rows[row]
+            if sample in job.cancelled:
+                continue
+            finish = "stop" if token in job.stop_ids else "length" if t + 1 >= job.max_tokens else None
+            steps[job].append((sample, token, finish))
+            job.generated += 1
+            if finish is None:
+                keep.append(pos)
+        for job, step in steps.items():
+            job.sink(step)
+        return keep
+
+
+def _module_backend(model, bf16: bool):
+    # The engine's fallback for architectures the lean forward does not take (private there; one
+    # place defines how a transformers model decodes with a cache).
+    from aha.rollout.torch_engine import _ModuleBackend
+
+    return _ModuleBackend(model, bf16)
