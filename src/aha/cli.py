@@ -160,7 +160,7 @@ def sft(
 
 @app.command()
 def sample(
-    args: Optional[List[str]] = typer.Argument(None, help="MODEL_OR_RUN [key=value …], e.g. sample.k=8 task.name=gsm8k"),
+    args: Optional[List[str]] = typer.Argument(None, help="MODEL_OR_RUN|URL [key=value …], e.g. sample.k=8 task.name=gsm8k"),
     resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
 ):
     """k samples per prompt, verified and filtered into SFT-ready JSONL (rejection sampling)."""
@@ -168,7 +168,9 @@ def sample(
 
     args = list(args or [])
     extra = []
-    if args and "=" not in args[0]:
+    if args and args[0].startswith(("http://", "https://")):  # an endpoint; model.path gives the tokenizer
+        extra = ["rollout.engine=openai", f"rollout.options.base_url={args.pop(0)}"]
+    elif args and "=" not in args[0]:
         extra = [f"model.path={sample_stage.model_dir_of(Path(args.pop(0)))}"]
     summary, run_dir = _run_stage("sample", SampleConfig, sample_stage.run, args, resume, None, force,
                                   allow_changes, extra)

@@ -159,7 +159,7 @@ def _submit(server: Server, call: _Call, queue: asyncio.Queue) -> None:
         call.jobs.append(Job(prompt, body.n, limit, temperature, 1.0 if body.top_p is None else body.top_p,
                              seed & (2**64 - 1), stop_ids, sink))
     for _ in range(len(call.prompts) * body.n):
-        call.texts.append(SampleText(server.tokenizer, body.stop, server.hidden_ids))
+        call.texts.append(SampleText(server.tokenizer, body.stop, server.hidden_ids, body.include_stop_str_in_output))
         call.splits.append(ReasoningStream())
     for job in call.jobs:
         server.batcher.submit(job)

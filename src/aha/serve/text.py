@@ -25,8 +25,9 @@ def _held(text: str, patterns) -> int:
 class SampleText:
     """One sample's completion text: `feed` a token, get the text that may be sent now."""
 
-    def __init__(self, tokenizer, stop: list[str], hidden_ids: set[int]):
+    def __init__(self, tokenizer, stop: list[str], hidden_ids: set[int], include_stop: bool = False):
         self.tokenizer, self.stop, self.hidden_ids = tokenizer, stop, hidden_ids
+        self.include_stop = include_stop  # keep the stop string in the text (vLLM's include_stop_str_in_output)
         self.ids: list[int] = []
         self.text = ""  # decoded so far, cut at a stop string
         self.sent = 0  # characters of `text` released
@@ -40,9 +41,9 @@ class SampleText:
         if token not in self.hidden_ids:  # EOS ends the text, it is not part of it
             self.ids.append(token)
         text = self.tokenizer.decode(self.ids, skip_special_tokens=False)
-        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
+        found = min(((text.find(s), s) for s in self.stop if s in text), default=None)
+        if found is not None:
+            text, finish = text[: found[0] + (len(found[1]) if self.include_stop else 0)], "stop"
         self.text, self.finish = text, finish
         end = len(text)
         if finish is None:
