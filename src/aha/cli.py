@@ -209,34 +209,38 @@ def pretrain(
 
 @app.command("eval")
 def eval_cmd(
-    model: Path = typer.Argument(..., help="an HF model directory (e.g. runs/NAME/checkpoint-200)"),
+    target: str = typer.Argument(..., help="a model directory, a run directory, 'embedded', or an OpenAI-compatible URL"),
     task: str = typer.Option("division", help="task name"),
     problems: int = typer.Option(200, help="held-out problems"),
     k: int = typer.Option(4, help="samples per problem (pass@1 is averaged over them)"),
     temperature: float = typer.Option(0.6),
     top_p: float = typer.Option(0.95),
     max_new_tokens: int = typer.Option(64),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="problems, sampling and bootstrap seed"),
+    template: str = typer.Option("r1-zero", help="prompt template (r1-zero, plain, chat, or text with {prompt})"),
+    tokenizer: Optional[str] = typer.Option(None, help="with a URL: the tokenizer's model directory (default embedded)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where records.jsonl and eval.json go (default runs/eval-TASK)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ):
-    """pass@1 over k samples, cons@k and pass@k on a task's held-out split."""
+    """pass@1 over k samples with a bootstrap 95% interval, cons@k and unbiased pass@k' (held-out split)."""
     import json
 
-    from aha.models.loading import load_model_dir, stop_token_ids
-    from aha.rollout import SamplingParams, make_engine
-    from aha.stages.evaluate import evaluate
-    from aha.tasks import get_task
+    from aha.stages import paper_eval
 
     _quiet_transformers()
+    settings = paper_eval.EvalSettings(task=task, problems=problems, k=k, temperature=temperature, top_p=top_p,
+                                       max_new_tokens=max_new_tokens, seed=seed, template=template)
     try:
-        policy, tokenizer = load_model_dir(model)
-        the_task = get_task(task)
-    except (FileNotFoundError, KeyError, ValueError) as err:
+        settings.validate()
+        out_dir = out or runs_module.fresh_run_dir("runs", f"eval-{task}")
+        report = paper_eval.run(target, settings, out_dir, tokenizer_dir=tokenizer)
+    except (*USER_ERRORS, RuntimeError) as err:
         _fail(err)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                            stop_token_ids=stop_token_ids(tokenizer), seed=seed)
-    result = evaluate(make_engine("torch", policy, tokenizer), tokenizer, the_task,
-                      the_task.problems("test", problems, seed), k, params)
-    console.print_json(json.dumps(result.to_json()))
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(paper_eval.table(report))
+    console.print(f"files: {out_dir}/records.jsonl, eval.json")
 
 
 @app.command()
