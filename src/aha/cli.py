@@ -186,6 +186,32 @@ def sample(
 
 
 @app.command()
+def distill(
+    args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. sample.problems=2000"),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="a run, a model directory or an OpenAI-compatible URL"),
+    student: Optional[str] = typer.Option(None, "--student", help="a model directory or 'embedded' (default)"),
+    task: Optional[str] = typer.Option(None, "--task", help="task name (default division)"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """Teacher traces (verified, filtered, deduped, decontaminated) distilled into a student by SFT."""
+    from aha.config.distill import DistillConfig
+    from aha.stages import distill as distill_stage
+
+    extra = [f"{key}={value}" for key, value in (("teacher.path", teacher), ("model.path", student),
+                                                 ("task.name", task)) if value]
+    summary, run_dir = _run_stage("distill", DistillConfig, distill_stage.run, args, resume, None, force,
+                                  allow_changes, extra)
+    table = Table(title=f"distillation {run_dir.name}", show_header=False)
+    table.add_row("teacher", str(summary["teacher"]))
+    table.add_row("traces sampled / after filters", f"{summary['records']} / {summary['after_filters']}")
+    table.add_row("decontaminated / trained on", f"{summary['decontaminated']} / {summary['trained_rows']}")
+    table.add_row("student held-out loss (start → end)", f"{summary['held_out_loss_start']:.4f} → "
+                                                          f"[bold]{summary['held_out_loss_end']:.4f}[/bold]")
+    table.add_row("student", str(summary["student_dir"]))
+    console.print(table)
+
+
+@app.command()
 def pretrain(
     args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …] (pretrain.* and task.*)"),
     rebuild: bool = typer.Option(False, "--rebuild", help="build it even if a cached or shipped copy exists"),
