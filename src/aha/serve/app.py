@@ -139,8 +139,8 @@ def _submit(server: Server, call: _Call, queue: asyncio.Queue) -> None:
     """One job per prompt, token limits checked against the context, all queued at once."""
     body, loop = call.request, asyncio.get_running_loop()
     seed = body.seed if body.seed is not None else server.rng.getrandbits(63)
-    stop_ids = frozenset(body.stop_token_ids) | (server.stop_ids - {server.tokenizer.eos_token_id}
-                                                 if body.ignore_eos else server.stop_ids)
+    # ignore_eos turns off the server's default stops (EOS and `</answer>`): decode to max_tokens.
+    stop_ids = frozenset(body.stop_token_ids) | (frozenset() if body.ignore_eos else server.stop_ids)
     for index, prompt in enumerate(call.prompts):
         room = server.context - len(prompt)
         limit = body.token_limit or min(DEFAULT_MAX_TOKENS, room)

@@ -2,10 +2,10 @@
 
 Only what the server honours is declared; fields it cannot honour (log-probs, tools, echo, `best_of`)
 are refused with a 400 naming the field rather than silently ignored, and unknown extra fields are
-ignored as OpenAI's own API does. Extensions as vLLM spells them: `ignore_eos` (decode to
-`max_tokens`, for benchmarks), `stop_token_ids`, `include_stop_str_in_output`; and aha's own
-`separate_reasoning` (per request: return the `<think>` part as `reasoning_content`, overriding the
-server's `--reasoning-parser`).
+ignored as OpenAI's own API does. Extensions as vLLM spells them: `ignore_eos` (the server's
+default stops, EOS and `</answer>`, are off: decode to `max_tokens`, for benchmarks),
+`stop_token_ids`, `include_stop_str_in_output`; and aha's own `separate_reasoning` (per request:
+return the `<think>` part as `reasoning_content`, overriding the server's `--reasoning-parser`).
 """
 
 from __future__ import annotations
