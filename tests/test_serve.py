@@ -127,6 +127,27 @@ def test_bad_requests_get_openai_shaped_errors(served, kw, status, param):
     assert raised.value.status_code == status
 
 
+def test_a_bad_streaming_request_is_a_plain_4xx(served):
+    _, http, _ = served
+    body = {"model": NAME, "prompt": "1 // 1", "max_tokens": 100_000, "stream": True}
+    response = httpx.post(f"{http.url}/completions", json=body, timeout=30)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_stop_strings_end_the_text(served):
+    _, _, client = served
+    kw = dict(model=NAME, prompt=build_prompt(questions(1)[0]), max_tokens=40, temperature=1.0, seed=21)
+    full = client.completions.create(**kw)
+    text = full.choices[0].text
+    stop = text[len(text) // 2 : len(text) // 2 + 2]  # seeded: the same tokens come again up to the stop
+    assert len(stop) == 2
+    cut = client.completions.create(**kw, stop=[stop])
+    assert cut.choices[0].text == text[: text.find(stop)] and cut.choices[0].finish_reason == "stop"
+    kept = client.completions.create(**kw, stop=[stop], extra_body={"include_stop_str_in_output": True})
+    assert kept.choices[0].text == text[: text.find(stop)] + stop
+    assert cut.usage.completion_tokens < full.usage.completion_tokens  # the row stopped decoding
+
+
 def test_disconnect_mid_stream_frees_the_rows(served, monkeypatch):
     server, http, _ = served
     lean = server.batcher.lean

@@ -165,13 +165,11 @@ def _submit(server: Server, call: _Call, queue: asyncio.Queue) -> None:
         server.batcher.submit(job)
 
 
-async def _deltas(server: Server, call: _Call) -> AsyncIterator[tuple[int, str, str | None]]:
+async def _deltas(call: _Call, queue: asyncio.Queue) -> AsyncIterator[tuple[int, str, str | None]]:
     """(choice index, new text, finish reason or None) as tokens arrive; cancels what is left of
     the request's jobs however it ends (done, a stop string, a disconnect)."""
-    queue: asyncio.Queue = asyncio.Queue()
     n = call.request.n
     try:
-        _submit(server, call, queue)
         open_choices = len(call.texts)
         while open_choices:
             index, step = await queue.get()
@@ -192,19 +190,13 @@ async def _deltas(server: Server, call: _Call) -> AsyncIterator[tuple[int, str, 
 
 
 async def _respond(server: Server, call: _Call):
+    queue: asyncio.Queue = asyncio.Queue()
+    _submit(server, call, queue)  # a request error raises here, as a plain 4xx before any response
     if call.request.stream:
-        events = _sse(server, call)
-        first = await anext(events)  # errors found before any token (bad limits) are still a plain 4xx
-        return StreamingResponse(_prepend(first, events), media_type="text/event-stream")
-    async for _ in _deltas(server, call):
+        return StreamingResponse(_sse(server, call, queue), media_type="text/event-stream")
+    async for _ in _deltas(call, queue):
         pass
     return JSONResponse(_final_body(server, call))
-
-
-async def _prepend(first: str, rest: AsyncIterator[str]) -> AsyncIterator[str]:
-    yield first
-    async for item in rest:
-        yield item
 
 
 def _final_body(server: Server, call: _Call) -> dict:
@@ -223,9 +215,9 @@ def _final_body(server: Server, call: _Call) -> dict:
             "created": int(time.time()), "model": server.name, "choices": choices, "usage": call.usage}
 
 
-async def _sse(server: Server, call: _Call) -> AsyncIterator[str]:
-    """The stream's events. The first is yielded before any token, so that request errors raised
-    while submitting surface as a plain HTTP error rather than inside a 200 stream."""
+async def _sse(server: Server, call: _Call, queue: asyncio.Queue) -> AsyncIterator[str]:
+    """The stream's events: chat opens with each choice's role, then one event per text delta;
+    `usage` on request; a failure mid-stream as an error event; always `data: [DONE]` last."""
     ident, created = _id(call), int(time.time())
     kind = "chat.completion.chunk" if call.chat else "text_completion"
 
@@ -233,31 +225,17 @@ async def _sse(server: Server, call: _Call) -> AsyncIterator[str]:
         chunk = {"id": ident, "object": kind, "created": created, "model": server.name, "choices": choices, **extra}
         return f"data: {json.dumps(chunk)}\n\n"
 
-    deltas = _deltas(server, call)
     try:
-        first = await anext(deltas, None)  # submits: a bad request raises here
         if call.chat:
             yield event([{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
                          for i in range(len(call.texts))])
-        else:
-            yield ": stream starts\n\n"  # an SSE comment
-        pending = [] if first is None else [first]
-        while True:
-            for index, delta, finish in pending:
-                for choice in _choice_chunks(call, index, delta, finish):
-                    yield event([choice])
-            nxt = await anext(deltas, None)
-            if nxt is None:
-                break
-            pending = [nxt]
+        async for index, delta, finish in _deltas(call, queue):
+            for choice in _choice_chunks(call, index, delta, finish):
+                yield event([choice])
         if call.request.include_usage:
             yield event([], usage=call.usage)
     except OpenAIError as err:
-        if err.status < 500:
-            raise
         yield f"data: {json.dumps(err.body())}\n\n"
-    finally:
-        await deltas.aclose()
     yield "data: [DONE]\n\n"
 
 
