@@ -134,3 +134,17 @@ def test_restore_stop_puts_back_a_closing_tag_only_inside_an_open_one():
     assert _restore_stop("<think>a</think> <answer>4", "</answer>") == "<think>a</think> <answer>4</answer>"
     assert _restore_stop("<think>a</think> <answer>4</answer>", "</answer>").count("</answer>") == 1
     assert _restore_stop("no answer", "</answer>") == "no answer"
+
+
+def test_eval_of_an_endpoint_equals_eval_of_the_model(endpoint, tiny_model_dir, tmp_path):
+    from aha.stages import paper_eval
+
+    settings = paper_eval.EvalSettings(problems=4, k=2, temperature=0, max_new_tokens=24, resamples=100)
+    _, _, url = endpoint
+    remote = paper_eval.run(url, settings, tmp_path / "remote", tokenizer_dir=str(tiny_model_dir))
+    local = paper_eval.run(str(tiny_model_dir), settings, tmp_path / "local")
+    assert remote["model"] == f"tiny @ {url}"
+    assert {k: v for k, v in remote.items() if k not in ("model", "seconds")} == \
+        {k: v for k, v in local.items() if k not in ("model", "seconds")}
+    completions = lambda d: [r["completion"] for r in read_jsonl(tmp_path / d / "records.jsonl")]  # noqa: E731
+    assert completions("remote") == completions("local")

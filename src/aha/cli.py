@@ -290,6 +290,8 @@ def serve(
     if threads:
         torch.set_num_threads(threads)
     try:
+        if precision not in ("fp32", "bf16-mixed"):
+            raise ValueError(f"--precision: expected fp32 or bf16-mixed, got {precision!r}")
         import uvicorn
 
         from aha.serve.app import create_app

@@ -4,7 +4,10 @@ The rollout engine draws one generator's noise for its whole batch, so a sample 
 rows it was batched with. A server batches whatever requests happen to arrive together, and a
 request with a `seed` must still get the same completion every time. So the uniform number that
 picks a row's t-th token is a hash of (seed, sample index, t) alone — counter-based noise, as in
-Philox/JAX — never a draw from a stream shared with other rows.
+Philox/JAX — never a draw from a stream shared with other rows. (What stays batch-dependent is
+float rounding: a row's logits differ in the last bits with the batch's padding width, which flips
+a draw only when its uniform lands within that rounding of a CDF boundary — the caveat vLLM's
+seeded sampling has too.)
 """
 
 from __future__ import annotations
