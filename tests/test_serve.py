@@ -173,6 +173,22 @@ def test_disconnect_mid_stream_frees_the_rows(served, monkeypatch):
     assert spent < 4 * 150 / 2, f"{spent} tokens decoded: the rows kept decoding after the disconnect"
 
 
+def test_disconnect_while_waiting_for_a_whole_completion_frees_the_rows(served, monkeypatch):
+    server, http, _ = served
+    lean = server.batcher.lean
+    step = lean.step
+    monkeypatch.setattr(lean, "step", lambda token: (time.sleep(0.005), step(token))[1])
+    before = server.batcher.stats["tokens"]
+    body = {"model": NAME, "prompt": build_prompt(questions(1)[0]), "max_tokens": 150, "n": 4, "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 150 slow steps
+        httpx.post(f"{http.url}/completions", json=body, timeout=0.4)
+    deadline = time.monotonic() + 10
+    while server.batcher.stats["active_rows"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.batcher.stats["active_rows"] == 0
+    assert server.batcher.stats["tokens"] - before < 4 * 150 / 2
+
+
 def test_seeded_request_is_the_same_however_it_is_batched(served):
     server, _, client = served
     qs = questions(6, seed=9)

@@ -18,7 +18,7 @@ from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from aha.models.loading import stop_token_ids
 from aha.serve.batcher import Batcher, Job
@@ -26,6 +26,7 @@ from aha.serve.protocol import ChatRequest, CompletionRequest, OpenAIError, vali
 from aha.serve.text import ReasoningStream, SampleText, split_reasoning
 
 DEFAULT_MAX_TOKENS = 512  # chat requests without max_tokens: at most this, and what the context leaves
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
 
 
 class Server:
@@ -87,12 +88,12 @@ def create_app(server: Server) -> FastAPI:
                                             "owned_by": "aha", "max_model_len": server.context}]}
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
-        return await _respond(server, _chat_call(server, body))
+    async def chat(body: ChatRequest, request: Request):
+        return await _respond(server, _chat_call(server, body), request)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        return await _respond(server, _completion_call(server, body))
+    async def completions(body: CompletionRequest, request: Request):
+        return await _respond(server, _completion_call(server, body), request)
 
     return app
 
@@ -189,14 +190,24 @@ async def _deltas(call: _Call, queue: asyncio.Queue) -> AsyncIterator[tuple[int,
             job.cancel()
 
 
-async def _respond(server: Server, call: _Call):
+async def _respond(server: Server, call: _Call, request: Request):
     queue: asyncio.Queue = asyncio.Queue()
     _submit(server, call, queue)  # a request error raises here, as a plain 4xx before any response
-    if call.request.stream:
+    if call.request.stream:  # a disconnect cancels the stream's generator, which cancels the jobs
         return StreamingResponse(_sse(server, call, queue), media_type="text/event-stream")
+    drain = asyncio.ensure_future(_drain(call, queue))
+    while not drain.done():  # nobody tells a non-streamed handler that its client left: ask
+        await asyncio.wait({drain}, timeout=DISCONNECT_POLL_S)
+        if not drain.done() and await request.is_disconnected():
+            drain.cancel()  # `_deltas` cancels the jobs on its way out
+            return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+    drain.result()  # a generation failure raises here (a 500)
+    return JSONResponse(_final_body(server, call))
+
+
+async def _drain(call: _Call, queue: asyncio.Queue) -> None:
     async for _ in _deltas(call, queue):
         pass
-    return JSONResponse(_final_body(server, call))
 
 
 def _final_body(server: Server, call: _Call) -> dict:
