@@ -35,11 +35,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(kind: str, model: str, port: int, cb: bool) -> tuple[subprocess.Popen, str]:
+def start(kind: str, model: str, port: int, cb: bool, aha_args: list[str]) -> tuple[subprocess.Popen, str]:
     """The server process and the model id it expects."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     if kind == "aha":
-        cmd = [sys.executable, "-m", "aha", "serve", model, "--port", str(port), "--name", "bench"]
+        cmd = [sys.executable, "-m", "aha", "serve", model, "--port", str(port), "--name", "bench", *aha_args]
         name = "bench"
     else:
         cmd = [str(Path(sys.executable).parent / "transformers"), "serve", model, "--port", str(port),
@@ -119,6 +119,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="per client, back to back")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--servers", default="aha,transformers,transformers-cb")
+    parser.add_argument("--aha-args", default="", help="extra `aha serve` options, e.g. '--max-cohorts 1'")
     parser.add_argument("--ignore-eos", action="store_true",
                         help="aha serve decodes every request to --max-tokens (vLLM's ignore_eos; "
                              "transformers serve has no such field)")
@@ -126,11 +127,12 @@ def main() -> None:
     tokenizer = load_tokenizer(Path(args.model))
     questions = [p.question for p in get_task("division").problems("test", args.clients * args.requests + 1, seed=0)]
     report = {"model": args.model, "clients": args.clients, "requests_per_client": args.requests,
-              "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, "cpus": os.cpu_count(),
+              "max_tokens": args.max_tokens, "ignore_eos": args.ignore_eos, "aha_args": args.aha_args,
+              "cpus": os.cpu_count(),
               "load_average_before": os.getloadavg(), "servers": {}}
     for kind in args.servers.split(","):
         port = free_port()
-        proc, name = start(kind.split("-")[0], args.model, port, cb=kind.endswith("-cb"))
+        proc, name = start(kind.split("-")[0], args.model, port, cb=kind.endswith("-cb"), aha_args=args.aha_args.split())
         try:
             extra = {"ignore_eos": True} if args.ignore_eos and kind == "aha" else {}
             run = asyncio.run(load(port, name, questions, args.clients, args.requests, args.max_tokens, extra))

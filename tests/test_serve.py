@@ -15,7 +15,7 @@ openai = pytest.importorskip("openai")
 pytest.importorskip("fastapi")
 
 from aha.models.loading import load_model_dir, stop_token_ids  # noqa: E402
-from aha.rollout import SamplingParams  # noqa: E402
+from aha.rollout import SamplingParams, lean_qwen2  # noqa: E402
 from aha.rollout.torch_engine import TorchEngine  # noqa: E402
 from aha.serve import ServerThread  # noqa: E402
 from aha.serve.app import Server, create_app  # noqa: E402
@@ -150,14 +150,13 @@ def test_stop_strings_end_the_text(served):
 
 def test_disconnect_mid_stream_frees_the_rows(served, monkeypatch):
     server, http, _ = served
-    lean = server.batcher.lean
-    step = lean.step
+    step = lean_qwen2.LeanDecoder.step
 
-    def slow_step(token):  # ~5 ms a step, so the stream is still running when the client leaves
+    def slow_step(self, token):  # ~5 ms a step, so the stream is still running when the client leaves
         time.sleep(0.005)
-        return step(token)
+        return step(self, token)
 
-    monkeypatch.setattr(lean, "step", slow_step)
+    monkeypatch.setattr(lean_qwen2.LeanDecoder, "step", slow_step)
     before = server.batcher.stats["tokens"]
     body = {"model": NAME, "prompt": build_prompt(questions(1)[0]), "max_tokens": 150, "n": 4,
             "ignore_eos": True, "stream": True, "temperature": 1.0}
@@ -175,9 +174,8 @@ def test_disconnect_mid_stream_frees_the_rows(served, monkeypatch):
 
 def test_disconnect_while_waiting_for_a_whole_completion_frees_the_rows(served, monkeypatch):
     server, http, _ = served
-    lean = server.batcher.lean
-    step = lean.step
-    monkeypatch.setattr(lean, "step", lambda token: (time.sleep(0.005), step(token))[1])
+    step = lean_qwen2.LeanDecoder.step
+    monkeypatch.setattr(lean_qwen2.LeanDecoder, "step", lambda self, token: (time.sleep(0.005), step(self, token))[1])
     before = server.batcher.stats["tokens"]
     body = {"model": NAME, "prompt": build_prompt(questions(1)[0]), "max_tokens": 150, "n": 4, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):  # the client gives up long before 150 slow steps

@@ -276,6 +276,8 @@ def serve(
     port: int = typer.Option(8000, "--port"),
     name: Optional[str] = typer.Option(None, "--name", help="the model id clients ask for (default: MODEL as given)"),
     max_batch: int = typer.Option(64, "--max-batch", help="rows (samples) decoded together"),
+    max_cohorts: int = typer.Option(4, "--max-cohorts", help="batches decoding at once, stepped in turn "
+                                                             "(late arrivals start without waiting; 1 = one at a time)"),
     reasoning_parser: Optional[str] = typer.Option(None, "--reasoning-parser",
                                                    help="deepseek_r1: return <think> text as reasoning_content"),
     precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16-mixed"),
@@ -297,7 +299,7 @@ def serve(
         from aha.serve.app import create_app
 
         server = load_server(model, name=name, max_batch=max_batch, reasoning_parser=reasoning_parser,
-                             precision=precision)
+                             precision=precision, max_cohorts=max_cohorts)
     except USER_ERRORS as err:
         _fail(err)
     console.print(f"serving {server.name!r} on http://{host}:{port}/v1")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 
 def load_server(model_or_run: str, name: str | None = None, max_batch: int = 64,
-                reasoning_parser: str | None = None, precision: str = "fp32", collect_s: float = 0.005):
+                reasoning_parser: str | None = None, precision: str = "fp32", collect_s: float = 0.005,
+                max_cohorts: int = 4):
     """A `Server` for a model directory, a run directory (its final model or latest checkpoint), or
     "embedded" (the shipped base model)."""
     from aha.config import ModelConfig, PretrainConfig, TaskConfig
@@ -27,7 +28,8 @@ def load_server(model_or_run: str, name: str | None = None, max_batch: int = 64,
         path = model_dir_of(Path(model_or_run))
     model, tokenizer = load_model_dir(path)
     return Server(model, tokenizer, name or str(model_or_run), max_batch=max_batch,
-                  reasoning_parser=reasoning_parser, bf16=precision == "bf16-mixed", collect_s=collect_s)
+                  reasoning_parser=reasoning_parser, bf16=precision == "bf16-mixed", collect_s=collect_s,
+                  max_cohorts=max_cohorts)
 
 
 class ServerThread:

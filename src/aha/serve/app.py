@@ -33,7 +33,7 @@ class Server:
     """The model, its tokenizer and the batcher, and what requests need to know about them."""
 
     def __init__(self, model, tokenizer, name: str, max_batch: int = 64, reasoning_parser: str | None = None,
-                 bf16: bool = False, collect_s: float = 0.005):
+                 bf16: bool = False, collect_s: float = 0.005, max_cohorts: int = 4):
         self.tokenizer, self.name = tokenizer, name
         self.reasoning = reasoning_parser == "deepseek_r1"
         if reasoning_parser not in (None, "deepseek_r1"):
@@ -42,7 +42,8 @@ class Server:
         # EOS, and `</answer>` where it is one token (aha's sampling stops there too: the R1 format is complete).
         self.stop_ids = frozenset({tokenizer.eos_token_id, *stop_token_ids(tokenizer)} - {None})
         self.hidden_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
-        self.batcher = Batcher(model, tokenizer, max_batch=max_batch, bf16=bf16, collect_s=collect_s)
+        self.batcher = Batcher(model, tokenizer, max_batch=max_batch, bf16=bf16, collect_s=collect_s,
+                               max_cohorts=max_cohorts)
         self.rng = random.Random()  # unseeded requests draw a seed here
         self.created = int(time.time())
 

@@ -15,7 +15,7 @@ seeds one noise stream per call, and gives every prompt the same settings. The d
 from __future__ import annotations
 
 import collections
-import itertools
+import copy
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,13 +58,16 @@ class Job:
 
 
 class Batcher:
-    def __init__(self, model, tokenizer, max_batch: int = 64, bf16: bool = False, collect_s: float = 0.005):
+    def __init__(self, model, tokenizer, max_batch: int = 64, bf16: bool = False, collect_s: float = 0.005,
+                 max_cohorts: int = 4):
         self.model = model.eval()
         self.pad_id = tokenizer.pad_token_id
-        self.max_batch = max_batch
-        self.collect_s = collect_s  # after the first arrival, wait this long for others to join its batch
+        self.max_batch = max_batch  # rows of one cohort
+        self.max_cohorts = max_cohorts  # cohorts decoding at once (1 = one batch at a time)
+        self.collect_s = collect_s  # when idle, wait this long after an arrival for others to join it
         self.device = next(model.parameters()).device
-        # Weights do not change while serving: snapshot the lean forward's fused weights once.
+        # Weights do not change while serving: snapshot the lean forward's fused weights once (each
+        # cohort decodes with a shallow copy: the weights shared, its own cache).
         self.lean = lean_qwen2.LeanDecoder(model, torch.bfloat16 if bf16 else None) if lean_qwen2.supports(model) else None
         self.bf16 = bf16
         self.pending: collections.deque[Job] = collections.deque()
@@ -90,23 +93,25 @@ class Batcher:
         self.thread.join(timeout=30)
 
     def _loop(self) -> None:
+        """Cohorts are stepped in turn, one token each: a request arriving while others decode
+        starts in a cohort of its own at the next turn instead of waiting for them to finish."""
+        cohorts: list[_Cohort] = []
         while True:
             with self.cond:
-                while not self.pending and not self.closing:
+                while not self.pending and not cohorts and not self.closing:
                     self.cond.wait()
                 if self.closing:
                     return
-            time.sleep(self.collect_s)
-            batch = self._take()
-            if not batch:
-                continue
-            try:
-                self._run(batch)
-            except (RuntimeError, ValueError, IndexError, MemoryError) as err:  # tell the clients, keep serving
-                for job in batch:
-                    job.sink(err)
-            finally:
-                self.stats["active_rows"] = 0
+                waiting = bool(self.pending)
+            if waiting and len(cohorts) < self.max_cohorts:
+                if not cohorts:
+                    time.sleep(self.collect_s)
+                batch = self._take()
+                if batch:
+                    cohort = _guarded(lambda: _Cohort(self, batch), batch)
+                    cohorts += [cohort] if cohort is not None else []
+            cohorts = [c for c in cohorts if _guarded(c.step, c.jobs)]
+            self.stats["active_rows"] = sum(len(c.alive) for c in cohorts)
 
     def _take(self) -> list[Job]:
         """Jobs in arrival order while their rows fit; jobs cancelled while queued are dropped."""
@@ -119,48 +124,71 @@ class Batcher:
                     rows += job.n
         return batch
 
-    @torch.no_grad()
-    def _run(self, batch: list[Job]) -> None:
-        rows = [(job, j) for job in batch for j in range(job.n)]  # each sample its own row (n = 1 below)
-        ids, mask = left_pad([job.prompt for job, _ in rows], self.pad_id, self.device)
-        backend = self.lean if self.lean is not None else _module_backend(self.model, self.bf16)
-        logits = backend.prefill(ids, mask, 1, max(job.max_tokens for job in batch))
-        alive = list(range(len(rows)))
-        self.stats.update(batches=self.stats["batches"] + 1, rows=self.stats["rows"] + len(rows),
-                          largest_batch=max(self.stats["largest_batch"], len(rows)))
-        temps = torch.tensor([job.temperature for job, _ in rows], device=self.device)
-        top_ps = torch.tensor([job.top_p for job, _ in rows], device=self.device)
-        seeds = np.array([job.seed for job, _ in rows], dtype=np.uint64)
-        samples = np.array([j for _, j in rows], dtype=np.uint64)
-        for t in itertools.count():
-            self.stats["active_rows"] = len(alive)
-            u = torch.from_numpy(row_uniforms(seeds[alive], samples[alive], t))
-            tokens = sample_rows(logits, temps[alive], top_ps[alive], u).tolist()
-            keep = self._emit(rows, alive, tokens, t)
-            self.stats["tokens"] += len(alive)
-            if not keep:
-                return
-            if len(keep) < len(alive):  # finished and cancelled rows leave: their compute is freed
-                backend.select(torch.tensor(keep, device=self.device))
-                alive = [alive[p] for p in keep]
-            logits = backend.step(torch.tensor([tokens[p] for p in keep], device=self.device))
 
-    @staticmethod
-    def _emit(rows, alive: list[int], tokens: list[int], t: int) -> list[int]:
-        """Hand each job its rows' tokens; the positions (in `alive`) of rows that decode on."""
-        keep, steps = [], collections.defaultdict(list)
-        for pos, (row, token) in enumerate(zip(alive, tokens)):
-            job, sample = rows[row]
-            if sample in job.cancelled:
-                continue
-            finish = "stop" if token in job.stop_ids else "length" if t + 1 >= job.max_tokens else None
-            steps[job].append((sample, token, finish))
-            job.generated += 1
-            if finish is None:
-                keep.append(pos)
-        for job, step in steps.items():
-            job.sink(step)
-        return keep
+def _guarded(call, jobs: list[Job]):
+    """`call()`, or None after telling the jobs' clients why it failed (the server keeps serving)."""
+    try:
+        return call()
+    except (RuntimeError, ValueError, IndexError, MemoryError) as err:
+        for job in jobs:
+            job.sink(err)
+        return None
+
+
+class _Cohort:
+    """Jobs prefilled together and decoded together, a token per `step`, rows leaving as they end."""
+
+    @torch.no_grad()
+    def __init__(self, batcher: Batcher, jobs: list[Job]):
+        self.jobs, self.device, self.stats = jobs, batcher.device, batcher.stats
+        self.rows = [(job, j) for job in jobs for j in range(job.n)]  # each sample its own row (n = 1 below)
+        ids, mask = left_pad([job.prompt for job, _ in self.rows], batcher.pad_id, self.device)
+        self.backend = (copy.copy(batcher.lean) if batcher.lean is not None
+                        else _module_backend(batcher.model, batcher.bf16))
+        self.logits = self.backend.prefill(ids, mask, 1, max(job.max_tokens for job in jobs))
+        self.alive = list(range(len(self.rows)))
+        self.t = 0
+        self.temps = torch.tensor([job.temperature for job, _ in self.rows], device=self.device)
+        self.top_ps = torch.tensor([job.top_p for job, _ in self.rows], device=self.device)
+        self.seeds = np.array([job.seed for job, _ in self.rows], dtype=np.uint64)
+        self.samples = np.array([j for _, j in self.rows], dtype=np.uint64)
+        self.stats.update(batches=self.stats["batches"] + 1, rows=self.stats["rows"] + len(self.rows),
+                          largest_batch=max(self.stats["largest_batch"], len(self.rows)))
+
+    @torch.no_grad()
+    def step(self) -> bool:
+        """Sample one token per live row, hand them out, decode on; False once no row is left."""
+        alive = self.alive
+        u = torch.from_numpy(row_uniforms(self.seeds[alive], self.samples[alive], self.t))
+        tokens = sample_rows(self.logits, self.temps[alive], self.top_ps[alive], u).tolist()
+        keep = _emit(self.rows, alive, tokens, self.t)
+        self.stats["tokens"] += len(alive)
+        self.t += 1
+        if not keep:
+            self.alive = []
+            return False
+        if len(keep) < len(alive):  # finished and cancelled rows leave: their compute is freed
+            self.backend.select(torch.tensor(keep, device=self.device))
+            self.alive = [alive[p] for p in keep]
+        self.logits = self.backend.step(torch.tensor([tokens[p] for p in keep], device=self.device))
+        return True
+
+
+def _emit(rows, alive: list[int], tokens: list[int], t: int) -> list[int]:
+    """Hand each job its rows' tokens; the positions (in `alive`) of rows that decode on."""
+    keep, steps = [], collections.defaultdict(list)
+    for pos, (row, token) in enumerate(zip(alive, tokens)):
+        job, sample = rows[row]
+        if sample in job.cancelled:
+            continue
+        finish = "stop" if token in job.stop_ids else "length" if t + 1 >= job.max_tokens else None
+        steps[job].append((sample, token, finish))
+        job.generated += 1
+        if finish is None:
+            keep.append(pos)
+    for job, step in steps.items():
+        job.sink(step)
+    return keep
 
 
 def _module_backend(model, bf16: bool):
