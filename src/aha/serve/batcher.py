@@ -1,11 +1,15 @@
-"""Batching concurrent requests into one decode loop (step-level batching).
+"""Batching concurrent requests into the decode loop: cohorts stepped in turn.
 
 Requests are queued as `Job`s. A worker thread takes every job waiting (up to `max_batch` rows),
-prefills them together and decodes them in one batch; requests arriving meanwhile wait and form the
-next batch. Within a batch every row keeps its own temperature, top-p, token limit, stop ids and
-noise stream (`aha.serve.sampler`), so a seeded request's tokens do not depend on its batch mates.
-Rows leave the batch as they finish — or at the next step after their client cancels them (a
-disconnect, a stop string seen), which frees the slot's compute at once.
+prefills them together as a cohort and decodes it a token per turn. Requests that arrive while
+cohorts decode form a new cohort at the next turn (up to `max_cohorts` at once; then they wait),
+so a late request waits one step of each running cohort, not for them to finish — the gain of
+continuous batching in time to first token, without merging caches of different lengths (the
+fused decode kernel has no per-row mask over generated columns), at the cost of a per-step
+overhead for each extra cohort. Within a cohort every row keeps its own temperature, top-p, token
+limit, stop ids and noise stream (`aha.serve.sampler`), so a seeded request's tokens do not depend
+on its batch mates. Rows leave as they finish — or at the next step after their client cancels
+them (a disconnect, a stop string seen), which frees the slot's compute at once.
 
 Why not reuse `RolloutEngine.generate`: it returns only when the whole call is done (no streaming),
 seeds one noise stream per call, and gives every prompt the same settings. The decode backends
