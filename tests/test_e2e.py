@@ -64,7 +64,7 @@ def test_grpo_changes_every_parameter_and_writes_the_run(tmp_path, tiny_model_di
     assert runs.read_jsonl(run / "samples.jsonl")[0]["completion"]
     # The other commands read what the run wrote.
     evaluated = CliRunner().invoke(app, ["eval", str(run / "checkpoint-3"), "--problems", "4", "--k", "2",
-                                         "--max-new-tokens", "16"])
+                                         "--max-new-tokens", "16", "--json", "--out", str(tmp_path / "eval")])
     assert evaluated.exit_code == 0 and '"pass@1"' in evaluated.output, evaluated.output
     (run / "report.html").unlink()
     reported = CliRunner().invoke(app, ["report", str(run)])

@@ -167,13 +167,15 @@ def sft(
 
 @app.command()
 def sample(
-    args: Optional[List[str]] = typer.Argument(None, help="MODEL_OR_RUN [key=value …], e.g. sample.k=8 task.name=gsm8k"),
+    args: Optional[List[str]] = typer.Argument(None, help="MODEL_OR_RUN|URL [key=value …], e.g. sample.k=8 task.name=gsm8k"),
     resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
 ):
     """k samples per prompt, verified and filtered into SFT-ready JSONL (rejection sampling)."""
     args = list(args or [])
     extra = []
-    if args and "=" not in args[0]:
+    if args and args[0].startswith(("http://", "https://")):  # an endpoint; model.path gives the tokenizer
+        extra = ["rollout.engine=openai", f"rollout.options.base_url={args.pop(0)}"]
+    elif args and "=" not in args[0]:
         try:
             extra = [f"model.path={runs_module.model_dir_of(Path(args.pop(0)))}"]
         except FileNotFoundError as err:
@@ -189,6 +191,32 @@ def sample(
     console.print(table)
     console.print(f"{summary['records']} records → {summary['kept']} kept: {run_dir}/sft.jsonl "
                   f"(all records with verdicts: {run_dir}/records.jsonl)")
+
+
+@app.command()
+def distill(
+    args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. sample.problems=2000"),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="a run, a model directory or an OpenAI-compatible URL"),
+    student: Optional[str] = typer.Option(None, "--student", help="a model directory or 'embedded' (default)"),
+    task: Optional[str] = typer.Option(None, "--task", help="task name (default division)"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """Teacher traces (verified, filtered, deduped, decontaminated) distilled into a student by SFT."""
+    from aha.config.distill import DistillConfig
+    from aha.stages import distill as distill_stage
+
+    extra = [f"{key}={value}" for key, value in (("teacher.path", teacher), ("model.path", student),
+                                                 ("task.name", task)) if value]
+    summary, run_dir = _run_stage("distill", DistillConfig, distill_stage.run, args, resume, None, force,
+                                  allow_changes, extra)
+    table = Table(title=f"distillation {run_dir.name}", show_header=False)
+    table.add_row("teacher", str(summary["teacher"]))
+    table.add_row("traces sampled / after filters", f"{summary['records']} / {summary['after_filters']}")
+    table.add_row("decontaminated / trained on", f"{summary['decontaminated']} / {summary['trained_rows']}")
+    table.add_row("student held-out loss (start → end)", f"{summary['held_out_loss_start']:.4f} → "
+                                                          f"[bold]{summary['held_out_loss_end']:.4f}[/bold]")
+    table.add_row("student", str(summary["student_dir"]))
+    console.print(table)
 
 
 @app.command()
@@ -223,34 +251,78 @@ def pretrain(
 
 @app.command("eval")
 def eval_cmd(
-    model: Path = typer.Argument(..., help="an HF model directory (e.g. runs/NAME/checkpoint-200)"),
+    target: str = typer.Argument(..., help="a model directory, a run directory, 'embedded', or an OpenAI-compatible URL"),
     task: str = typer.Option("division", help="task name"),
     problems: int = typer.Option(200, help="held-out problems"),
     k: int = typer.Option(4, help="samples per problem (pass@1 is averaged over them)"),
     temperature: float = typer.Option(0.6),
     top_p: float = typer.Option(0.95),
     max_new_tokens: int = typer.Option(64),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="problems, sampling and bootstrap seed"),
+    template: str = typer.Option("r1-zero", help="prompt template (r1-zero, plain, chat, or text with {prompt})"),
+    tokenizer: Optional[str] = typer.Option(None, help="with a URL: the tokenizer's model directory (default embedded)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where records.jsonl and eval.json go (default runs/eval-TASK)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON instead of a table"),
 ):
-    """pass@1 over k samples, cons@k and pass@k on a task's held-out split."""
+    """pass@1 over k samples with a bootstrap 95% interval, cons@k and unbiased pass@k' (held-out split)."""
     import json
 
-    from aha.models.loading import load_model_dir, stop_token_ids
-    from aha.rollout import SamplingParams, make_engine
-    from aha.stages.evaluate import evaluate
-    from aha.tasks import get_task
+    from aha.stages import paper_eval
 
     _quiet_transformers()
+    settings = paper_eval.EvalSettings(task=task, problems=problems, k=k, temperature=temperature, top_p=top_p,
+                                       max_new_tokens=max_new_tokens, seed=seed, template=template)
     try:
-        policy, tokenizer = load_model_dir(model)
-        the_task = get_task(task)
-    except (FileNotFoundError, KeyError, ValueError) as err:
+        settings.validate()
+        out_dir = out or runs_module.fresh_run_dir("runs", f"eval-{task}")
+        report = paper_eval.run(target, settings, out_dir, tokenizer_dir=tokenizer)
+    except (*USER_ERRORS, RuntimeError) as err:
         _fail(err)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                            stop_token_ids=stop_token_ids(tokenizer), seed=seed)
-    result = evaluate(make_engine("torch", policy, tokenizer), tokenizer, the_task,
-                      the_task.problems("test", problems, seed), k, params)
-    console.print_json(json.dumps(result.to_json()))
+    if as_json:
+        print(json.dumps(report))
+        return
+    console.print(paper_eval.table(report))
+    console.print(f"files: {out_dir}/records.jsonl, eval.json")
+
+
+@app.command()
+def serve(
+    model: str = typer.Argument(..., help="a model directory, a run directory, or 'embedded'"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    name: Optional[str] = typer.Option(None, "--name", help="the model id clients ask for (default: MODEL as given)"),
+    max_batch: int = typer.Option(64, "--max-batch", help="rows (samples) decoded together"),
+    max_cohorts: int = typer.Option(4, "--max-cohorts", help="batches decoding at once, stepped in turn "
+                                                             "(late arrivals start without waiting; 1 = one at a time)"),
+    reasoning_parser: Optional[str] = typer.Option(None, "--reasoning-parser",
+                                                   help="deepseek_r1: return <think> text as reasoning_content"),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16-mixed"),
+    threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)"),
+):
+    """An OpenAI-compatible server (chat, completions, streaming) over aha's batched decoder."""
+    import torch
+
+    from aha.serve import load_server
+
+    _quiet_transformers()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if precision not in ("fp32", "bf16-mixed"):
+            raise ValueError(f"--precision: expected fp32 or bf16-mixed, got {precision!r}")
+        import uvicorn
+
+        from aha.serve.app import create_app
+
+        server = load_server(model, name=name, max_batch=max_batch, reasoning_parser=reasoning_parser,
+                             precision=precision, max_cohorts=max_cohorts)
+    except USER_ERRORS as err:
+        _fail(err)
+    console.print(f"serving {server.name!r} on http://{host}:{port}/v1")
+    try:
+        uvicorn.run(create_app(server), host=host, port=port, log_level="warning")
+    finally:
+        server.close()
 
 
 @app.command()

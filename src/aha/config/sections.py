@@ -120,11 +120,16 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 64
     max_batch: int = 256  # samples decoded at once (speed/memory only)
+    # Passed to the engine's constructor: for engine=openai base_url (required), model_name,
+    # concurrency, timeout, max_retries (aha.rollout.openai_engine).
+    options: dict = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
         from aha.rollout import ENGINES
 
         checks.registered(f"{key}.engine", self.engine, ENGINES)
+        if self.engine == "openai" and not self.options.get("base_url"):
+            raise ConfigError(f"{key}.options.base_url: required with {key}.engine=openai (e.g. http://127.0.0.1:8000/v1)")
         checks.at_least(f"{key}.temperature", self.temperature, 0.0)
         checks.within(f"{key}.top_p", self.top_p, 0.0, 1.0, low_open=True)
         checks.at_least(f"{key}.max_new_tokens", self.max_new_tokens, 1)
@@ -217,6 +222,8 @@ class ZeroConfig:
             getattr(self, name).validate(name)
         self.model.validate("model", chat_template=self.prompt.template == "chat")
         checks.rewards("rewards", self.rewards)
+        if self.rollout.engine == "openai":  # its completions carry no log-probs (NaN)
+            raise ConfigError("rollout.engine: 'openai' returns no log-probs, which GRPO's update needs; use 'torch'")
 
 
 # Named GRPO settings. "r1": DeepSeek-R1 (arXiv 2501.12948) as reported second-hand by peers.

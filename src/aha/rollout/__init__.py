@@ -9,8 +9,14 @@ def _torch_engine(model, tokenizer, **options):
     return TorchEngine(model, tokenizer, **options)
 
 
+def _openai_engine(model, tokenizer, **options):
+    from aha.rollout.openai_engine import OpenAIEngine
+
+    return OpenAIEngine(model, tokenizer, **options)
+
+
 # Engines by `rollout.engine` name; factories import their backend only when used.
-ENGINES = {"torch": _torch_engine}
+ENGINES = {"torch": _torch_engine, "openai": _openai_engine}
 
 
 def __getattr__(name: str):
@@ -24,8 +30,10 @@ def __getattr__(name: str):
 
 
 def make_engine(name: str, model, tokenizer, **options):
-    """`torch`: any torch device, the default. (A vLLM engine for GPUs is planned behind the same
-    interface; it is not written yet, so asking for it is an error rather than a silent fallback.)"""
+    """`torch`: any torch device, the default. `openai`: any OpenAI-compatible endpoint (options:
+    base_url, model_name, concurrency, timeout, max_retries; see `aha.rollout.openai_engine`).
+    (A vLLM engine for GPUs is planned behind the same interface; it is not written yet, so asking
+    for it is an error rather than a silent fallback.)"""
     if name not in ENGINES:
         raise KeyError(f"unknown rollout engine {name!r}; valid engines: {', '.join(ENGINES)}")
     return ENGINES[name](model, tokenizer, **options)

@@ -4,7 +4,7 @@ correctness over all samples, cons@k the majority vote, pass@k the unbiased esti
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,8 @@ class EvalResult:
     tokens_generated: int
     seconds: float
     completions: list  # (problem, [Completion]) for the report and reflection statistics
+    # Per problem: each sample's accuracy and format scores, the majority answer and its verdict.
+    details: list = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {f"pass@1": self.pass_at_1, f"cons@{self.k}": self.cons_at_k, f"pass@{self.k}": self.pass_at_k,
@@ -41,7 +43,7 @@ def evaluate(engine: RolloutEngine, tokenizer, task: Task, problems: list[Proble
     prompts = [tokenizer(render_prompt(p.question, template, tokenizer))["input_ids"] for p in problems]
     completions = engine.generate(prompts, params, n=k)
     grouped = [completions[i * k : (i + 1) * k] for i in range(len(problems))]
-    correct_counts, votes_right, formats, lengths = [], [], [], []
+    correct_counts, votes_right, formats, lengths, details = [], [], [], [], []
     for problem, group in zip(problems, grouped):
         texts = [c.text for c in group]
         scored = combine({"accuracy": 1.0, "format": 1.0}, texts, problems=[problem] * k, task=task,
@@ -52,11 +54,13 @@ def evaluate(engine: RolloutEngine, tokenizer, task: Task, problems: list[Proble
         lengths += [len(c.ids) for c in group]
         voted = majority_vote([parse_response(t).answer for t in texts])
         votes_right.append(task.verify(voted, problem)[0] if voted is not None else 0.0)
+        details.append({"accuracy": list(accuracy), "format": list(scored.components["format"]), "voted": voted,
+                        "voted_correct": votes_right[-1]})
     return EvalResult(
         pass_at_1=float(np.sum(correct_counts) / (k * len(problems))),
         cons_at_k=float(np.mean(votes_right)),
         pass_at_k=float(np.mean([pass_at_k(k, c, k) for c in correct_counts])),
         k=k, problems=len(problems), format_rate=float(np.mean(formats)),
         response_length_mean=float(np.mean(lengths)), tokens_generated=int(np.sum(lengths)),
-        seconds=time.time() - start, completions=list(zip(problems, grouped)),
+        seconds=time.time() - start, completions=list(zip(problems, grouped)), details=details,
     )

@@ -19,7 +19,7 @@ from aha import runs
 from aha.algo.selection import apply_filters
 from aha.config import SampleConfig, save_config, to_dict
 from aha.events import Events
-from aha.models.loading import load_model_dir, stop_token_ids
+from aha.models.loading import load_model_dir, load_tokenizer, stop_token_ids
 from aha.rewards import combine
 from aha.rollout import SamplingParams, make_engine
 from aha.stages.pretrain import base_model_dir
@@ -33,8 +33,7 @@ def run(cfg: SampleConfig, run_dir: Path, events: Events | None = None) -> dict:
     events = (events or Events()).for_stage("sample")
     session.seed_and_threads(cfg.run)
     model_dir = base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
-    model, tokenizer = load_model_dir(model_dir, cfg.model.dtype)
-    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
+    engine, tokenizer, model_name = _engine(cfg, model_dir)
     task = get_task(cfg.task.name, **cfg.task.options)
     s = cfg.sample
     problems = task.problems(s.split, s.problems, seed=cfg.run.seed + 4242)
@@ -49,12 +48,25 @@ def run(cfg: SampleConfig, run_dir: Path, events: Events | None = None) -> dict:
     with graceful_stop() as stop:
         events.phase("sampling", total=len(chunks), completed=done)
         for index in range(done, len(chunks)):
-            records = _sample_chunk(cfg, engine, tokenizer, task, chunks[index], index, chunk, str(model_dir))
+            records = _sample_chunk(cfg, engine, tokenizer, task, chunks[index], index, chunk, model_name)
             runs.append_jsonl(records_file, records)
             events.advance(index + 1, len(chunks), f"{sum(r['correct'] for r in records)}/{len(records)} correct")
             if stop.requested and index + 1 < len(chunks):
                 raise StopRequested(stop.signum, index + 1, records_file)
     return _finish(cfg, run_dir, runs.read_jsonl(records_file), time.time() - clock, events)
+
+
+def _engine(cfg: SampleConfig, model_dir: Path):
+    """(engine, tokenizer, model name for provenance). With `rollout.engine=openai` the endpoint
+    holds the model, and `model.path` only supplies the tokenizer that maps ids to text."""
+    if cfg.rollout.engine == "openai":
+        tokenizer = load_tokenizer(Path(model_dir))
+        engine = make_engine("openai", None, tokenizer, **cfg.rollout.options)
+        return engine, tokenizer, f"{engine.model_name} @ {cfg.rollout.options['base_url']}"
+    model, tokenizer = load_model_dir(model_dir, cfg.model.dtype)
+    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16,
+                         **cfg.rollout.options)
+    return engine, tokenizer, str(model_dir)
 
 
 def _finished_chunks(records_file: Path, chunks: list, k: int, events: Events) -> int:
