@@ -58,12 +58,19 @@ def _run_stage(command: str, cls, stage: Callable, args: list[str] | None, resum
                default_recipe: str | None, force: bool, allow_changes: bool,
                extra: list[str] = ()):
     """Resolve the config (validated before any model loads), claim the run directory, run the
-    stage with the console view listening, and turn its stops into exit codes."""
+    stage with the console view listening, and turn its stops into exit codes. Launched as several
+    processes (torchrun, accelerate launch), rank 0 claims the directory and alone prints."""
+    import contextlib
+
     from aha.config.resume import resume_config
     from aha.events import Events
     from aha.terminal import ConsoleView
+    from aha.train import dist
     from aha.train.checkpoint import DivergedError
     from aha.train.signals import StopRequested
+
+    d = dist.init()
+    console.quiet = not d.is_main
 
     try:
         if resume is not None:
@@ -74,14 +81,15 @@ def _run_stage(command: str, cls, stage: Callable, args: list[str] | None, resum
         else:
             recipe, overrides = _split_args(args, default_recipe)
             cfg = load_config(cls, recipe, [*extra, *overrides])
-            run_dir = runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
+            run_dir = d.broadcast(runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
+                                  if d.is_main else None)
             console.print(f"run directory: {run_dir}")
     except USER_ERRORS as err:
         _fail(err)
     _quiet_transformers()
     view = ConsoleView(console, progress=cfg.run.progress)
     try:
-        with runs_module.removed_if_failed(run_dir):
+        with runs_module.removed_if_failed(run_dir) if d.is_main else contextlib.nullcontext():
             summary = stage(cfg, run_dir, Events([view]))
     except StopRequested as stop:
         view.close()
@@ -115,6 +123,8 @@ def zero(
     from aha.stages import grpo
 
     summary, run_dir = _run_stage("zero", ZeroConfig, grpo.run, args, resume, "zero-tiny", force, allow_changes)
+    if console.quiet:  # another rank of a multi-process run: rank 0 writes the report
+        return
     console.print(f"report: {write_report([run_dir])}")
     _print_summary(summary, run_dir)
 

@@ -120,9 +120,13 @@ class RolloutConfig:
     top_p: float = 1.0
     max_new_tokens: int = 64
     max_batch: int = 256  # samples decoded at once (speed/memory only)
+    # Sampling noise: "batch" (one stream per call) or "row" (keyed by each sample's row in the
+    # step, so 1 and N processes draw the same samples; always used with several processes).
+    noise: Literal["batch", "row"] = "batch"
 
     def validate(self, key: str) -> None:
         from aha.rollout import ENGINES
+
 
         checks.registered(f"{key}.engine", self.engine, ENGINES)
         checks.at_least(f"{key}.temperature", self.temperature, 0.0)
