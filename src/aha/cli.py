@@ -37,7 +37,8 @@ def _find_recipe(name: str) -> Path:
     bundled = resources.files("aha") / "recipes" / f"{name.removesuffix('.yaml')}.yaml"
     if bundled.is_file():
         return Path(str(bundled))
-    names = sorted(p.name.removesuffix(".yaml") for p in (resources.files("aha") / "recipes").iterdir())
+    names = sorted(p.name.removesuffix(".yaml") for p in (resources.files("aha") / "recipes").iterdir()
+                   if p.name.endswith(".yaml"))
     raise ConfigError(f"recipe {name!r} not found: not a file, nor a bundled recipe ({', '.join(names)})")
 
 
@@ -69,7 +70,10 @@ def _run_stage(command: str, cls, stage: Callable, args: list[str] | None, resum
     from aha.train.checkpoint import DivergedError
     from aha.train.signals import StopRequested
 
-    d = dist.init()
+    try:
+        d = dist.init()
+    except USER_ERRORS as err:
+        _fail(err)
     console.quiet = not d.is_main
 
     try:

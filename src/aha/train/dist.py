@@ -125,6 +125,7 @@ def init() -> Dist:
     when no launcher set WORLD_SIZE > 1. Gloo by default: aha's trainers keep the model where
     `from_pretrained` put it (the CPU), and NCCL reduces GPU tensors only; AHA_DIST_BACKEND=nccl
     is for a build that places the model on the rank's GPU (unverified here: no GPU)."""
+    _refuse_sharding_launchers()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
@@ -134,6 +135,21 @@ def init() -> Dist:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch_dist.init_process_group(backend)
     return Dist(torch_dist.get_rank(), torch_dist.get_world_size())
+
+
+class ShardingNotImplemented(ValueError):
+    """An FSDP or DeepSpeed launch: aha would silently replicate the model instead of sharding it."""
+
+
+def _refuse_sharding_launchers() -> None:
+    # `accelerate launch` with an FSDP/DeepSpeed config sets these; aha's trainers would run plain
+    # replicated data parallelism under them, which is not what that config promises (memory).
+    for var, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(var, "").lower() in ("1", "true"):
+            raise ShardingNotImplemented(
+                f"launched with an accelerate {name} config, but aha's trainers do replicated data parallelism "
+                "only (every rank holds the whole model and optimizer state); launch with the ddp or ddp-cpu "
+                "config (src/aha/recipes/accelerate/), or see `aha plan` for whether the model fits replicated")
 
 
 def current() -> Dist:
