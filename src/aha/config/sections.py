@@ -41,6 +41,24 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters (peft) on the named linear layers; r = 0 trains every weight (the default)."""
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"])
+
+    def validate(self, key: str) -> None:
+        checks.at_least(f"{key}.r", self.r, 0, "0 = no adapters, full fine-tuning")
+        checks.positive(f"{key}.alpha", self.alpha)
+        checks.within(f"{key}.dropout", self.dropout, 0.0, 1.0)
+        if self.r and not self.target_modules:
+            raise ConfigError(f"{key}.target_modules: name at least one linear layer (e.g. q_proj)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     SHORTHAND = "path"  # `model=DIR` means `model.path=DIR`
     path: str = "embedded"  # "embedded" = the built-in tiny base model; else an HF causal-LM directory
@@ -49,10 +67,12 @@ class ModelConfig:
     # (autocast) — 2.5× the fp32 matmul rate on CPUs with AVX-512-bf16/AMX, the usual choice on GPUs.
     # "fp32" stays the default: reproducible run to run on one machine, bf16-less CPUs included.
     precision: Literal["fp32", "bf16-mixed"] = "fp32"
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
     def validate(self, key: str, chat_template: bool = False) -> None:
         if self.path != "embedded":  # the embedded tokenizer ships a chat template
             checks.model_dir(f"{key}.path", self.path, chat_template)
+        self.lora.validate(f"{key}.lora")
 
     @property
     def bf16(self) -> bool:

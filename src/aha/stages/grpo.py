@@ -21,6 +21,7 @@ from pathlib import Path
 from aha import runs
 from aha.config import ZeroConfig, save_config
 from aha.events import Events
+from aha.models import lora
 from aha.models.loading import load_model_dir, stop_token_ids
 from aha.observe.cost import CostLedger, count_params
 from aha.observe.monitors import RunMonitor
@@ -95,7 +96,10 @@ def start(cfg: ZeroConfig, run_dir: Path, events: Events) -> Trainer:
 
 
 def resume(cfg: ZeroConfig, run_dir: Path, events: Events, latest: Path) -> Trainer:
-    t = setup(cfg, run_dir, latest, resume_from=latest)
+    # A LoRA run continues on its original base plus the checkpoint's adapter (the checkpoint's
+    # model files hold the merged weights, for plain transformers).
+    model_dir = base_model_dir(cfg.model, cfg.pretrain, cfg.task, events) if cfg.model.lora.r else latest
+    t = setup(cfg, run_dir, model_dir, resume_from=latest)
     with t.dist.main_first():  # the logs are rewound before any rank reads them
         if t.dist.is_main:
             session.rewind_logs(run_dir, t.state["step"], events)
@@ -108,10 +112,17 @@ def resume(cfg: ZeroConfig, run_dir: Path, events: Events, latest: Path) -> Trai
 def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | None = None) -> Trainer:
     session.seed_and_threads(cfg.run)
     d = dist.current()
-    model, tokenizer = load_model_dir(resume_from or model_dir, cfg.model.dtype)
+    model, tokenizer = load_model_dir(model_dir, cfg.model.dtype)
+    model = lora.apply(model, cfg.model.lora)
+    if resume_from is not None and lora.is_lora(model):
+        lora.load_adapter(model, resume_from)
     d.broadcast_params(model)
     task = get_task(cfg.task.name, **cfg.task.options)
-    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
+
+    def make(policy):
+        return make_engine(cfg.rollout.engine, policy, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
+
+    engine = lora.MergedEngine(model, make) if lora.is_lora(model) else make(model)
     g = cfg.grpo
     optimizer = optim.adamw(model, g.lr, g.weight_decay)
     scheduler = optim.schedule(optimizer, g.warmup_steps)

@@ -22,6 +22,7 @@ from aha import runs
 from aha.algo.objectives import OBJECTIVES
 from aha.config import SFTConfig, save_config
 from aha.events import Events
+from aha.models import lora
 from aha.models.loading import load_model_dir
 from aha.observe.cost import CostLedger, count_params
 from aha.stages.pretrain import base_model_dir
@@ -38,8 +39,13 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     events = (events or Events()).for_stage("sft")
     session.seed_and_threads(cfg.run)
     latest = runs.latest_checkpoint(run_dir)
-    model, tokenizer = load_model_dir(latest or base_model_dir(cfg.model, cfg.pretrain, cfg.task, events),
-                                      cfg.model.dtype)
+    # A LoRA run resumes on its original base plus the checkpoint's adapter (the checkpoint's model
+    # files hold the merged weights).
+    base = None if latest and not cfg.model.lora.r else base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
+    model, tokenizer = load_model_dir(base or latest, cfg.model.dtype)
+    model = lora.apply(model, cfg.model.lora)
+    if latest is not None and lora.is_lora(model):
+        lora.load_adapter(model, latest)
     data = load_dataset(cfg.data, tokenizer, cfg.run.seed)
     for reason in data.dropped[:5]:
         events.warning(f"not trained on: {reason}")
@@ -153,7 +159,7 @@ def _finish(t: _Trainer, data, events: Events) -> dict:
     if latest is None or latest.name != f"checkpoint-{t.state['step']}":
         t.save()
     model_dir = t.run_dir / "model"
-    t.model.save_pretrained(model_dir)
+    lora.for_saving(t.model).save_pretrained(model_dir)  # merged with a LoRA policy (+ adapter/)
     t.tokenizer.save_pretrained(model_dir)
     phases = t.ledger.phases
     summary = {
