@@ -219,6 +219,46 @@ def pretrain(
     console.print(str(path))
 
 
+@app.command()
+def plan(
+    args: Optional[List[str]] = typer.Argument(None, help="RECIPE [key=value …], e.g. zero-qwen2.5-math-1.5b"),
+    gpus: int = typer.Option(8, "--gpus", help="GPUs in all"),
+    gpu: str = typer.Option("H100", "--gpu", help="GPU kind (sets peak bf16 FLOP/s and memory): "
+                            "H100, H800, H200, A100, B200, L40S"),
+    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="GiB per GPU (default: the kind's)"),
+    mfu: float = typer.Option(0.35, "--mfu", help="model FLOPs utilisation of the update"),
+    rollout_mfu: float = typer.Option(0.10, "--rollout-mfu", help="MFU of generation (memory-bound decoding)"),
+    price: float = typer.Option(2.0, "--price", help="US$ per GPU-hour"),
+    zero: int = typer.Option(0, "--zero", min=0, max=3, help="0 = aha today (replicated); 1-3 = ZeRO sharding"),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+    prompt_tokens: int = typer.Option(150, "--prompt-tokens", help="mean prompt length, tokens"),
+    fill: float = typer.Option(0.5, "--fill", help="mean response length as a share of rollout.max_new_tokens"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+):
+    """Validate a GPU recipe and estimate, without a GPU, memory per device, tokens, FLOPs, time and cost."""
+    import json
+
+    from aha import plan as planner
+
+    if gpu not in planner.GPUS:
+        _fail(ValueError(f"--gpu {gpu}: expected one of {', '.join(planner.GPUS)}"))
+    peak, memory = planner.GPUS[gpu]
+    hw = planner.Hardware(gpus=gpus, memory_gb=gpu_memory or memory, peak_flops=peak, mfu=mfu,
+                          rollout_mfu=rollout_mfu, price=price, zero=zero, gradient_checkpointing=gradient_checkpointing)
+    try:
+        recipe, overrides = _split_args(args, None)
+        cfg, result, source, notes = planner.plan_recipe(recipe, overrides, hw, prompt_tokens, fill)
+    except USER_ERRORS as err:
+        _fail(err)
+    if as_json:
+        console.print_json(json.dumps({**result, "shape_source": source, "notes": notes}))
+        return
+    title = f"{cfg.run.name}: {gpus} × {gpu} ({hw.memory_gb:g} GiB), {prompt_tokens}-token prompts, responses {fill:g} × {cfg.rollout.max_new_tokens}"
+    console.print(planner.render(result, hw, source, title))
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
+
+
 @app.command("eval")
 def eval_cmd(
     model: Path = typer.Argument(..., help="an HF model directory (e.g. runs/NAME/checkpoint-200)"),
