@@ -11,6 +11,9 @@ row-keyed noise, the shares gathered, group advantages, each rank's share of the
 with global normalisation and summed gradients. With 1 process every collective is a no-op. The
 samples, and so the work, are identical on both sides. Rounds alternate the two so a busy machine
 hurts both alike; `speedup` is the median over rounds of (1-process s/step) / (N-process s/step).
+On a machine whose cores other jobs share, wall time measures what the scheduler granted;
+`cpu_time_speedups` (1-process CPU seconds per step / the slowest rank's) is the speedup the split
+of work allows when every process has a core of its own (communication waits are not CPU time).
 The last line printed is one JSON object.
 """
 
@@ -60,7 +63,7 @@ def worker(model_dir: str, s: C.Settings, steps: int, warmup: int) -> None:
     records = []
     for step in range(steps + warmup):
         d.barrier()  # every rank starts the step together: the time is the slowest rank's
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         chunk = problems[step * s.prompts : (step + 1) * s.prompts]
         lo, hi = d.share(len(chunk))
         mine = chunk[lo:hi]
@@ -80,7 +83,11 @@ def worker(model_dir: str, s: C.Settings, steps: int, warmup: int) -> None:
         stats = policy_update(model, opt, grpo_shard.rank_share(batch, d, s.group),
                               **C.update_kwargs(s, tok.pad_token_id, ref_model=ref), dist=d)
         t3 = time.perf_counter()
+        # CPU seconds each rank spent on the step: on a machine whose cores other jobs also use, wall
+        # time measures the share the scheduler gave, CPU time the work each rank had to do.
+        cpu = d.gather(time.process_time() - cpu0)
         records.append({"step_s": t3 - t0, "generation_s": t1 - t0, "gather_s": t2 - t1, "update_s": t3 - t2,
+                        "cpu_s_per_rank": cpu,
                         "loss": stats["loss"], "reward": sum(rollout.scored.total) / len(rollout.scored.total)})
     if d.is_main:
         C.emit({"procs": d.world, "steps": records[warmup:], "peak_rss_mb": C.peak_rss_mb()})
@@ -119,7 +126,7 @@ def main() -> None:
     s = C.Settings(new_tokens=args.new_tokens)
     model_dir = C.build_model(s, args.model_dir)
     print(f"settings: {s.to_json()}; cores usable: {len(os.sched_getaffinity(0))}", flush=True)
-    single, multi, speedups = [], [], []
+    single, multi, speedups, cpu_speedups = [], [], [], []
     for r in range(args.rounds):
         one = run(1, model_dir, s, args.steps, args.warmup)
         many = run(args.procs, model_dir, s, args.steps, args.warmup)
@@ -127,15 +134,20 @@ def main() -> None:
         multi.append(many)
         a, b = (C.median([x["step_s"] for x in res["steps"]]) for res in (one, many))
         speedups.append(a / b)
+        cpu_one = C.median([sum(x["cpu_s_per_rank"]) for x in one["steps"]])
+        cpu_slowest = C.median([max(x["cpu_s_per_rank"]) for x in many["steps"]])
+        cpu_speedups.append(cpu_one / cpu_slowest)
         same = [x["loss"] for x in one["steps"]], [x["loss"] for x in many["steps"]]
         print(f"round {r + 1}/{args.rounds}: 1 process {a:.2f} s/step, {args.procs} processes {b:.2f} s/step "
-              f"→ {a / b:.2f}x; losses 1p {same[0]} vs {args.procs}p {same[1]}", flush=True)
+              f"→ {a / b:.2f}x (CPU-time bound {cpu_speedups[-1]:.2f}x); losses 1p {same[0]} vs {args.procs}p {same[1]}", flush=True)
     phases = {name: {k: C.median([x[k] for res in runs for x in res["steps"]])
                      for k in ("step_s", "generation_s", "gather_s", "update_s")}
               for name, runs in (("1", single), (str(args.procs), multi))}
     result = {"settings": json.loads(s.to_json()), "procs": args.procs, "speedup": C.median(speedups),
-              "speedups": speedups, "phases_s": phases}
-    print(f"speedup (median of rounds): {result['speedup']:.2f}x  phases: {json.dumps(phases)}", flush=True)
+              "speedups": speedups, "cpu_time_speedups": cpu_speedups, "phases_s": phases,
+              "load_average": os.getloadavg()}
+    print(f"speedup (median of rounds): {result['speedup']:.2f}x; 1-process CPU s / slowest rank's CPU s: "
+          f"{C.median(cpu_speedups):.2f}x; load average {os.getloadavg()[0]:.1f}; phases: {json.dumps(phases)}", flush=True)
     print(json.dumps(result))
 
 

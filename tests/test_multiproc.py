@@ -112,3 +112,23 @@ def test_rank_share_keeps_groups_whole():
     shares = [rank_share(batch, Dist(r, 2), group_size=4) for r in (0, 1)]
     assert [s.completion_ids for s in shares] == [[[i] for i in range(8)], [[i] for i in range(8, 12)]]
     assert shares[1].advantages.tolist() == [8.0, 9.0, 10.0, 11.0]
+
+
+def test_two_process_sft_through_the_cli_equals_one(tmp_path, tiny_model_dir):
+    """`torchrun … -m aha sft`: rank 0 claims one run directory and writes it once; the model equals
+    the one-process run's (each rank's rows, the loss over the global token count)."""
+    from test_sft import traces
+
+    data = traces(tmp_path / "traces.jsonl", 40)
+    args = ["-m", "aha", "sft", str(data), f"model.path={tiny_model_dir}", "sft.epochs=1", "sft.lr=3e-3",
+            "sft.batch_rows=16", "data.held_out=0.1", "run.threads=1", "run.progress=false", "run.name=sft"]
+    for procs in (1, 2):
+        _launch(procs, [*args, f"run.out_dir={tmp_path / str(procs)}"])
+    assert sorted(p.name for p in (tmp_path / "2").iterdir()) == ["sft"]  # not sft and sft-2
+    one, two = (load_file(str(tmp_path / p / "sft" / "model" / "model.safetensors")) for p in ("1", "2"))
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5)
+    rows = [runs.read_jsonl(tmp_path / p / "sft" / "metrics.jsonl") for p in ("1", "2")]
+    assert [r["step"] for r in rows[1]] == [r["step"] for r in rows[0]] == [1, 2, 3]
+    for a, b in zip(*rows):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["tokens_trained"] == a["tokens_trained"]
