@@ -42,15 +42,7 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     events = (events if d.is_main and events else Events()).for_stage("sft")  # one console, one logger set
     session.seed_and_threads(cfg.run)
     latest = d.broadcast(runs.latest_checkpoint(run_dir))
-    # A LoRA run resumes on its original base plus the checkpoint's adapter (the checkpoint's model
-    # files hold the merged weights).
-    with d.main_first():
-        base = None if latest and not cfg.model.lora.r else base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
-    model, tokenizer = load_model_dir(base or latest, cfg.model.dtype)
-    model = lora.apply(model, cfg.model.lora)
-    if latest is not None and lora.is_lora(model):
-        lora.load_adapter(model, latest)
-    d.broadcast_params(model)
+    model, tokenizer = _load_policy(cfg, latest, events, d)
     data = load_dataset(cfg.data, tokenizer, cfg.run.seed)
     for reason in data.dropped[:5]:
         events.warning(f"not trained on: {reason}")
@@ -99,6 +91,20 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
             if (d.all_sum([float(stop.requested)])[0] > 0) if d.active else stop.requested:  # all ranks stop together
                 raise StopRequested(stop.signum or 15, step, trainer.save())
     return _finish(trainer, data, events)
+
+
+def _load_policy(cfg: SFTConfig, latest: Path | None, events: Events, d: dist.Dist):
+    """The policy to train: the base (fresh), or the latest checkpoint — which for a LoRA run is
+    the original base plus the checkpoint's adapter (the checkpoint's model files hold the merged
+    weights). Rank 0 builds a missing embedded base first; every rank then holds rank 0's weights."""
+    with d.main_first():
+        base = None if latest and not cfg.model.lora.r else base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
+    model, tokenizer = load_model_dir(base or latest, cfg.model.dtype)
+    model = lora.apply(model, cfg.model.lora)
+    if latest is not None and lora.is_lora(model):
+        lora.load_adapter(model, latest)
+    d.broadcast_params(model)
+    return model, tokenizer
 
 
 def _batch(train: list[Example], epoch: int, index: int, rows: int, seed: int) -> list[Example]:
