@@ -132,3 +132,27 @@ def test_two_process_sft_through_the_cli_equals_one(tmp_path, tiny_model_dir):
     assert [r["step"] for r in rows[1]] == [r["step"] for r in rows[0]] == [1, 2, 3]
     for a, b in zip(*rows):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["tokens_trained"] == a["tokens_trained"]
+
+
+def test_two_processes_resume_from_rank_zeros_checkpoint(one_and_two, tmp_path, tiny_model_dir):
+    """Stopped after step 2 and resumed to step 3 by 2 processes: the logs rewound once, every rank
+    restored from the checkpoint, the end weights those of the uninterrupted single process."""
+    rewards = next(a for a in _fixture_args(one_and_two) if a.startswith("rewards="))
+    common = [str(WORKER), str(tmp_path), str(tiny_model_dir), *SETTINGS, rewards]
+    _launch(2, [*common, "grpo.steps=2"])
+    _launch(2, [*common, "grpo.steps=3"])
+    run = tmp_path / "run"
+    assert [r["step"] for r in runs.read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
+    a = load_file(str(one_and_two[1] / "run" / "checkpoint-3" / "model.safetensors"))
+    b = load_file(str(run / "checkpoint-3" / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-5)
+
+
+def _fixture_args(one_and_two) -> list[str]:
+    # The rewards override the fixture used (it names a file in the fixture's temporary folder).
+    config = (one_and_two[1] / "run" / "config.yaml").read_text()
+    import yaml
+
+    weights = yaml.safe_load(config)["rewards"]
+    return ["rewards={" + ", ".join(f"'{k}': {v}" for k, v in weights.items()) + "}"]
