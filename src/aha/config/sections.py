@@ -68,6 +68,9 @@ class ModelConfig:
     # "fp32" stays the default: reproducible run to run on one machine, bf16-less CPUs included.
     precision: Literal["fp32", "bf16-mixed"] = "fp32"
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # Recompute each decoder layer in the backward instead of keeping its activations (memory only;
+    # the update's unpadded forward, i.e. Qwen2/Llama/Qwen3/Mistral-style decoders).
+    gradient_checkpointing: bool = False
 
     def validate(self, key: str, chat_template: bool = False) -> None:
         if self.path != "embedded":  # the embedded tokenizer ships a chat template
@@ -224,7 +227,7 @@ class ZeroConfig:
     # change speed and logging, never the algorithm.
     FREE_ON_RESUME = ("grpo.steps", "run.save_every", "run.progress", "run.threads", "run.samples_per_step",
                       "run.log_to", "run.max_bad_steps", "rollout.max_batch", "grpo.micro_batch_size",
-                      "grpo.micro_batch_tokens", "eval.every", "eval.during_problems")
+                      "grpo.micro_batch_tokens", "eval.every", "eval.during_problems", "model.gradient_checkpointing")
 
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

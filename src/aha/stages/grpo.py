@@ -30,7 +30,7 @@ from aha.stages.evaluate import evaluate
 from aha.stages.grpo_step import Trainer, run_step
 from aha.stages.pretrain import base_model_dir
 from aha.tasks import get_task
-from aha.train import checkpoint, dist, guard, optim, session
+from aha.train import checkpoint, dist, guard, optim, session, unpadded
 from aha.train.forward import prefer_fast_attention
 from aha.train.signals import StopRequested, graceful_stop
 
@@ -127,6 +127,8 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
     optimizer = optim.adamw(model, g.lr, g.weight_decay)
     scheduler = optim.schedule(optimizer, g.warmup_steps)
     prefer_fast_attention(model, cfg.model.bf16)
+    if cfg.model.gradient_checkpointing:
+        unpadded.enable_checkpointing(model)
     ref_model = _frozen_copy(model) if g.beta > 0 else None  # beta 0 loads no reference
     state = {"step": 0, "base_accuracy": None, "seconds": 0.0, "bad_steps": 0}
     ledger = CostLedger(n_params=count_params(model))

@@ -28,7 +28,7 @@ from aha.models import lora
 from aha.models.loading import load_model_dir
 from aha.observe.cost import CostLedger, count_params
 from aha.stages.pretrain import base_model_dir
-from aha.train import checkpoint, dist, guard, optim, session
+from aha.train import checkpoint, dist, guard, optim, session, unpadded
 from aha.train.forward import autocast, prefer_fast_attention
 from aha.train.layout import RolloutBatch, micro_batches
 from aha.train.sft_data import Example, load_dataset
@@ -52,6 +52,8 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     optimizer = optim.adamw(model, s.lr, s.weight_decay)
     scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
     prefer_fast_attention(model, cfg.model.bf16)
+    if cfg.model.gradient_checkpointing:
+        unpadded.enable_checkpointing(model)
     state = {"step": 0, "seconds": 0.0, "bad_steps": 0, "held_out_loss_start": None}
     ledger = CostLedger(n_params=count_params(model))
     if latest is not None:

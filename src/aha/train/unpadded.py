@@ -21,6 +21,7 @@ import sys
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from aha.algo.losses import token_logprobs_and_entropy
@@ -42,6 +43,15 @@ def supports(model) -> bool:
     cfg = model.config
     return (getattr(cfg, "model_type", None) in SUPPORTED_TYPES and not has_sliding_window(cfg)
             and getattr(cfg, "_attn_implementation", None) in MASKABLE_ATTENTION)
+
+
+def enable_checkpointing(model) -> None:
+    """Gradient checkpointing for this forward (the only update forward that honours it: the others
+    run the HF module with a prompt cache, which HF's own checkpointing switches off)."""
+    if not supports(model):
+        raise ValueError("model.gradient_checkpointing needs aha's unpadded update forward: a "
+                         f"{'/'.join(SUPPORTED_TYPES)} decoder with sdpa or eager attention and no sliding window")
+    model.aha_gradient_checkpointing = True
 
 
 def _attention_fn(model):
@@ -101,7 +111,8 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     to_low = (lambda t: t) if low is None else (lambda t: t.to(low))
     cos, sin = to_low(cos), to_low(sin)
     attention = _attention_fn(model)
-    for layer in inner.layers:
+    def block(layer, x):
+        # One decoder layer; a function so that gradient checkpointing can rerun it in the backward.
         attn = layer.self_attn
         rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
         h = to_low(layer.input_layernorm(x))
@@ -111,7 +122,6 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
         if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = rope(q, k, cos, sin, unsqueeze_dim=1)
-
         pq, pk, pv = (prompts.pad(t[:n_prompt_tokens]) for t in (q, k, v))
         dropout = attn.attention_dropout if attn.training else 0.0
         p_out, _ = attention(attn, pq, pk, pv, prompt_attn, dropout=dropout, scaling=attn.scaling)  # (G, P, H, D)
@@ -126,6 +136,13 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
             outs.append(q.new_zeros(idle, *outs[0].shape[1:]))
         x = x + attn.o_proj(torch.cat(outs).flatten(1))
         x = x + layer.mlp(to_low(layer.post_attention_layernorm(x)))
+        return x
+
+    # Gradient checkpointing keeps only each layer's input and recomputes the layer in the backward.
+    checkpointing = getattr(model, "aha_gradient_checkpointing", False) and torch.is_grad_enabled()
+    for layer in inner.layers:
+        x = checkpoint(block, layer, x, use_reentrant=False) if checkpointing else block(layer, x)
+
     x = inner.norm(x)
 
     # Completion token 0 is predicted by its prompt's last position (left-padded: column P-1);
