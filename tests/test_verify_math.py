@@ -158,3 +158,39 @@ def test_hostile_inputs_return_within_2s_from_worker_threads():
     assert not slow, slow
     assert all(reward == 0.0 for _, reward, _ in results)
     assert all(info["reason"] for _, _, info in results)
+
+
+# What a human grader accepts beyond math-verify's own forms: units, currency, scientific notation,
+# a short sentence around the value — and what they refuse: alternatives for a single answer.
+GRADER_ACCEPTS = [
+    ("18 dollars", "18"), ("$18", "18"), (r"\$18.50", "18.5"), ("18 cm", "18"), ("5 hours", "5"),
+    ("12 square meters", "12"), ("60 km/h", "60"), ("45 miles per hour", "45"), (r"15\mbox{ cm}^2", "15"),
+    ("864", r"864 \mbox{ inches}^2"), ("5.4 cents", r"5.4 \text{ cents}"), ("1,250 dollars", "1250"),
+    (r"\text{18 dollars}", "18"), ("x = 7 hours", "7"), ("18 m^2", "18"), (r"18\,\mathrm{cm}^{2}", "18"),
+    ("1.5e3", "1500"), ("1.5E+03", "1500"), (r"1.5 \times 10^3", "1500"), ("1.5 × 10^3", "1500"),
+    (r"1.5 \cdot 10^{3}", "1500"), ("2.5e-2", "0.025"), (r"3 \times 10^{8}", "300000000"), ("4.2e1 cm", "42"),
+    ("The answer is 42.", "42"), ("So x = 7", "7"), ("Answer: 42", "42"), (r"The final answer is $\frac{3}{4}$.", r"\frac34"),
+    ("Therefore, the total is $18.", "18"), ("So the answer is 5 hours.", "5"), ("the answer is: 1,000", "1000"),
+    (r"The answer is $\frac{\sqrt{2}}{2}$.", r"\frac{\sqrt2}{2}"), ("(1, 2)", r"\left(1, 2\right)"), (r"\{2, 1\}", r"\{1, 2\}"),
+    ("So, she has 18 apples left.", "18"), ("The total cost is $18.", "18"), ("**18**", "18"), ("18 (dollars)", "18"),
+]
+GRADER_REJECTS = [
+    ("7 or 8", "7"), ("either 3 or 4", "3"), ("7, 8", "7"), ("7 and 8", "8"), ("8 or more", "8"),
+    ("The answer is 7 or 8.", "7"), ("x = 7 or x = 8", "7"), ("18 dollars or 19 dollars", "18"), ("3 cm or 4 cm", "3"),
+    ("17 dollars", "18"), ("18 cm", "19"), ("1.5e3", "150"), (r"1.5 \times 10^4", "1500"), ("The answer is 41.", "42"),
+    ("$19", "18"), ("18 dollars", "180"), ("2.5e-3", "0.025"), ("(2, 1)", "(1, 2)"), ("[1, 2)", "[1, 2]"),
+    ("18 thousand", "18"), ("18k", "18"), ("18 squared", "18"), ("She has at most 18 apples.", "18"),
+    ("It costs more than 18 dollars.", "18"), ("18 over 5", "18"),
+]
+
+
+@pytest.mark.parametrize("pred, gold", GRADER_ACCEPTS)
+def test_grader_accepts(pred, gold):
+    reward, info = judge_math(pred, gold, timeout=5.0)
+    assert reward == 1.0, info
+
+
+@pytest.mark.parametrize("pred, gold", GRADER_REJECTS)
+def test_grader_rejects(pred, gold):
+    reward, info = judge_math(pred, gold, timeout=5.0)
+    assert reward == 0.0, info

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -55,26 +55,35 @@ def _fail(err: BaseException, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _run_stage(command: str, cls, stage: Callable, args: list[str] | None, resume: Path | None,
+def _process_group():
+    """The launcher's process group (`aha.train.dist`), or None for a plain single process — which
+    then never imports torch before its config is validated."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not any(
+            os.environ.get(v, "").lower() in ("1", "true") for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")):
+        return None
+    from aha.train import dist
+
+    try:
+        return dist.init()
+    except USER_ERRORS as err:
+        _fail(err)
+
+
+def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, resume: Path | None,
                default_recipe: str | None, force: bool, allow_changes: bool,
                extra: list[str] = ()):
-    """Resolve the config (validated before any model loads), claim the run directory, run the
-    stage with the console view listening, and turn its stops into exit codes. Launched as several
-    processes (torchrun, accelerate launch), rank 0 claims the directory and alone prints."""
+    """Resolve the config (validated before the stage, torch or any model is loaded: a bad config
+    fails in about a second), claim the run directory, run the stage with the console view
+    listening, and turn its stops into exit codes. Launched as several processes (torchrun,
+    accelerate launch), rank 0 claims the directory and alone prints."""
     import contextlib
 
     from aha.config.resume import resume_config
-    from aha.events import Events
-    from aha.terminal import ConsoleView
-    from aha.train import dist
-    from aha.train.checkpoint import DivergedError
-    from aha.train.signals import StopRequested
 
-    try:
-        d = dist.init()
-    except USER_ERRORS as err:
-        _fail(err)
-    console.quiet = not d.is_main
+    d = _process_group()
+    console.quiet = d is not None and not d.is_main
 
     try:
         if resume is not None:
@@ -85,15 +94,30 @@ def _run_stage(command: str, cls, stage: Callable, args: list[str] | None, resum
         else:
             recipe, overrides = _split_args(args, default_recipe)
             cfg = load_config(cls, recipe, [*extra, *overrides])
-            run_dir = d.broadcast(runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
-                                  if d.is_main else None)
+            run_dir = None
+            if d is None or d.is_main:
+                try:
+                    run_dir = runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
+                except OSError as err:
+                    raise ConfigError(f"run.out_dir: cannot create {Path(cfg.run.out_dir) / cfg.run.name}: "
+                                      f"{err.strerror or err}") from None
+            if d is not None:
+                run_dir = d.broadcast(run_dir)  # one directory for all ranks: rank 0's
             console.print(f"run directory: {run_dir}")
     except USER_ERRORS as err:
         _fail(err)
+    import importlib
+
+    from aha.events import Events
+    from aha.terminal import ConsoleView
+    from aha.train.checkpoint import DivergedError
+    from aha.train.signals import StopRequested
+
     _quiet_transformers()
+    stage = importlib.import_module(stage_module).run
     view = ConsoleView(console, progress=cfg.run.progress)
     try:
-        with runs_module.removed_if_failed(run_dir) if d.is_main else contextlib.nullcontext():
+        with runs_module.removed_if_failed(run_dir) if d is None or d.is_main else contextlib.nullcontext():
             summary = stage(cfg, run_dir, Events([view]))
     except StopRequested as stop:
         view.close()
@@ -123,10 +147,10 @@ def zero(
     resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
 ):
     """R1-Zero: GRPO from a base model with rule rewards only (defaults: the laptop miniature)."""
+    summary, run_dir = _run_stage("zero", ZeroConfig, "aha.stages.grpo", args, resume, "zero-tiny", force,
+                                  allow_changes)
     from aha.observe.report import write_report
-    from aha.stages import grpo
 
-    summary, run_dir = _run_stage("zero", ZeroConfig, grpo.run, args, resume, "zero-tiny", force, allow_changes)
     if console.quiet:  # another rank of a multi-process run: rank 0 writes the report
         return
     console.print(f"report: {write_report([run_dir])}")
@@ -157,11 +181,9 @@ def sft(
     resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
 ):
     """Supervised fine-tuning on completion/assistant tokens only, packed without padding."""
-    from aha.stages import sft as sft_stage
-
     args = list(args or [])
     extra = [f"data.path={args.pop(0)}"] if args and "=" not in args[0] and not args[0].endswith((".yaml", ".yml")) else []
-    summary, run_dir = _run_stage("sft", SFTConfig, sft_stage.run, args, resume, None, force, allow_changes, extra)
+    summary, run_dir = _run_stage("sft", SFTConfig, "aha.stages.sft", args, resume, None, force, allow_changes, extra)
     table = Table(title=f"SFT run {run_dir.name}", show_header=False)
     table.add_row("held-out loss (start → end)", f"{summary['held_out_loss_start']:.4f} → "
                                                   f"[bold]{summary['held_out_loss_end']:.4f}[/bold]")
@@ -178,13 +200,14 @@ def sample(
     resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
 ):
     """k samples per prompt, verified and filtered into SFT-ready JSONL (rejection sampling)."""
-    from aha.stages import sample as sample_stage
-
     args = list(args or [])
     extra = []
     if args and "=" not in args[0]:
-        extra = [f"model.path={sample_stage.model_dir_of(Path(args.pop(0)))}"]
-    summary, run_dir = _run_stage("sample", SampleConfig, sample_stage.run, args, resume, None, force,
+        try:
+            extra = [f"model.path={runs_module.model_dir_of(Path(args.pop(0)))}"]
+        except FileNotFoundError as err:
+            _fail(err)
+    summary, run_dir = _run_stage("sample", SampleConfig, "aha.stages.sample", args, resume, None, force,
                                   allow_changes, extra)
     table = Table(title=f"samples {run_dir.name}", show_header=True)
     table.add_column("filter")
@@ -212,7 +235,15 @@ def pretrain(
         cfg = load_config(ZeroConfig, recipe, overrides)
     except USER_ERRORS as err:
         _fail(err)
+    import importlib
+
+    from aha.events import Events
+    from aha.terminal import ConsoleView
+    from aha.train.checkpoint import DivergedError
+    from aha.train.signals import StopRequested
+
     _quiet_transformers()
+    stage = importlib.import_module(stage_module).run
     view = ConsoleView(console, progress=cfg.run.progress)
     path = ensure_base_model(cfg.pretrain, cfg.task, Events([view]), rebuild=rebuild)
     view.close()

@@ -17,8 +17,6 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -126,6 +124,8 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
     that resume would pick up. Keeps the newest `keep` checkpoints."""
     final = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".tmp-checkpoint-{step}"
+    import torch
+
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -145,3 +145,17 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 def latest_checkpoint(run_dir: Path) -> Path | None:
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def model_dir_of(path: Path) -> Path:
+    """A model directory, or what a run directory produced: an SFT run's `model/`, else its
+    latest checkpoint."""
+    if (path / "config.json").is_file():
+        return path
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise FileNotFoundError(f"{path}: neither a model directory (config.json) nor a run directory with a "
+                                "model/ or checkpoint-<step>/ folder")
+    return latest

@@ -3,8 +3,10 @@ prompt 0's G samples first, then prompt 1's, …"""
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is not imported here: a config names an estimator, and checking that
+    from torch import Tensor  # name at load time should not cost torch's import (`aha zero` fails in < 2 s)
 
 from aha.algo.registry import Registry
 
@@ -24,7 +26,7 @@ def grpo_advantages(rewards: Tensor, group_size: int, eps: float = 1e-4) -> Tens
     are all equal gets zero advantage — it carries no signal."""
     grouped = rewards.view(-1, group_size).float()
     centred = grouped - grouped.mean(-1, keepdim=True)
-    std = grouped.std(-1, keepdim=True, unbiased=True) if group_size > 1 else torch.zeros_like(centred[:, :1])
+    std = grouped.std(-1, keepdim=True, unbiased=True) if group_size > 1 else centred.new_zeros(centred[:, :1].shape)
     return (centred / (std + eps)).view(-1)
 
 

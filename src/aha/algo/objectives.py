@@ -8,7 +8,10 @@ Shapes: N sequences × Tc completion tokens; `mask` (N, Tc) is 1 on real complet
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 from aha.algo.losses import agg_loss, clipped_surrogate, kl_k3
 from aha.algo.registry import Registry

@@ -56,7 +56,8 @@ def rewards(key: str, weights: dict) -> None:
         try:
             get_reward(str(name))
         except (KeyError, ValueError, ImportError, FileNotFoundError, AttributeError, TypeError) as err:
-            raise ConfigError(f"{key}: {str(err).strip(chr(39) + chr(34))}") from None
+            message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)  # KeyError's str() adds quotes
+            raise ConfigError(f"{key}: {message}") from None
     if not any(w != 0 for w in weights.values()):
         raise ConfigError(f"{key}: at least one reward needs a non-zero weight, got {weights!r}")
 

@@ -27,14 +27,19 @@ _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
-def _build_tag() -> str:
+def _build_tag(flags: list[str]) -> str:
     """The extension's name carries what its binary depends on, so each combination builds once into
     its own directory of the shared cache:
+    - the kernel's source and compiler flags: two versions of aha (two checkouts, an upgrade) would
+      otherwise load each other's binary, whose ops may take other arguments — torch's own check
+      only rebuilds when the source path's content changes, and two checkouts are two paths
+      sharing one name;
     - the CPU's feature flags (built with -march=native): a cache shared between machines (a
       network home) never loads code for another CPU;
     - the torch installation and Python: two venvs with their own torch (the benchmarks' TRL venv
       beside aha's) would otherwise rebuild the same name over each other, ≈ 13 s per switch."""
     key = f"{platform.machine()} {sys.version} {torch.__version__} {Path(torch.__file__).parent}"
+    key += hashlib.sha1(_SOURCE.read_bytes()).hexdigest() + " ".join(flags)
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith(("flags", "Features")):
@@ -98,7 +103,8 @@ def build(variant: str = "", extra_cflags: tuple[str, ...] = ()):
     from torch.utils import cpp_extension
 
     namespace = f"aha_decode{variant}"
-    name = f"{namespace}_{_build_tag()}"
+    flags = ["-O3", "-march=native", "-fopenmp", f"-DAHA_OPS={namespace}", *extra_cflags]
+    name = f"{namespace}_{_build_tag(flags)}"
     try:  # a private helper: only to say why the first call takes a while
         built = any(Path(cpp_extension._get_build_directory(name, verbose=False)).glob("*.so"))
     except Exception:
@@ -109,7 +115,7 @@ def build(variant: str = "", extra_cflags: tuple[str, ...] = ()):
     cpp_extension.load(
         name=name,
         sources=[str(_SOURCE)],
-        extra_cflags=["-O3", "-march=native", "-fopenmp", f"-DAHA_OPS={namespace}", *extra_cflags],
+        extra_cflags=flags,
         extra_ldflags=["-fopenmp"],
         is_python_module=False,
         verbose=False,

@@ -20,6 +20,7 @@ falls back to the module's own forward in `torch_engine`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from aha import kernels
+from aha.kernels.threads import shared_budget
 from aha.rollout.base import left_pad_positions
 
 SUPPORTED_TYPES = ("qwen2", "llama")
@@ -140,6 +142,12 @@ class LeanDecoder:
         # values (rows, kv_heads, columns, head_dim). Fused step: `kernels.key_tiles` / `value_rows`.
         self.k: list[Tensor] = []
         self.v: list[Tensor] = []
+        # CPU steps are many short parallel regions: their thread count follows the free cores
+        # (`aha.kernels.threads`), so a busy neighbour does not stall every barrier.
+        self.budget = shared_budget() if self.embed.device.type == "cpu" else None
+
+    def _threads(self):
+        return self.budget.applied() if self.budget is not None else contextlib.nullcontext()
 
     def _rms(self, x: Tensor, weight: Tensor) -> Tensor:
         # torch's fused RMSNorm (statistics in fp32 as in Qwen2RMSNorm): one op instead of seven.
@@ -156,6 +164,10 @@ class LeanDecoder:
     @torch.no_grad()
     def prefill(self, ids: Tensor, mask: Tensor, n: int, max_new: int) -> Tensor:  # (B,P),(B,P) -> (B·n, V)
         """Run the prompts once and keep their K/V once: the n samples of a prompt share them."""
+        with self._threads():
+            return self._prefill(ids, mask, n, max_new)
+
+    def _prefill(self, ids: Tensor, mask: Tensor, n: int, max_new: int) -> Tensor:
         B, P = ids.shape
         self.prompts, self.n = B, n
         rope_fp32 = self._rope_tables(P + max_new, self.embed.dtype)
@@ -248,6 +260,10 @@ class LeanDecoder:
     @torch.no_grad()
     def step(self, token: Tensor) -> Tensor:  # (A,) -> (A, V)
         """Append one token per row; K/V are written in place at the next free column."""
+        with self._threads():
+            return self._step(token)
+
+    def _step(self, token: Tensor) -> Tensor:
         col = self.offset + self.filled
         if col == self.v[0].shape[2]:
             self._grow()

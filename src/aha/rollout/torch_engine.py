@@ -13,9 +13,12 @@ for every other architecture.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from transformers import DynamicCache
 
+from aha.kernels.threads import shared_budget
 from aha.rollout import lean_qwen2
 from aha.rollout.base import Completion, RolloutEngine, SamplingParams, left_pad, left_pad_positions
 
@@ -49,9 +52,13 @@ class TorchEngine(RolloutEngine):
         was_training = self.model.training
         self.model.eval()
         out: list[Completion] = []
+        # CPU: the whole loop (sampling ops too, not only the decoder's steps) runs on the budget of
+        # free cores (`aha.kernels.threads`); torch's thread count is restored afterwards.
+        on_cpu = next(self.model.parameters()).device.type == "cpu"
         try:
-            for start in range(0, len(prompts), per_chunk):
-                out += self._generate_chunk(prompts[start : start + per_chunk], params, n, start, generator)
+            with (shared_budget().applied() if on_cpu else contextlib.nullcontext()):
+                for start in range(0, len(prompts), per_chunk):
+                    out += self._generate_chunk(prompts[start : start + per_chunk], params, n, start, generator)
         finally:
             self.model.train(was_training)
         return out

@@ -29,20 +29,6 @@ from aha.train import session
 from aha.train.signals import StopRequested, graceful_stop
 
 
-def model_dir_of(path: Path) -> Path:
-    """A model directory, or what a run directory produced: an SFT run's `model/`, else its
-    latest checkpoint."""
-    if (path / "config.json").is_file():
-        return path
-    if (path / "model" / "config.json").is_file():
-        return path / "model"
-    latest = runs.latest_checkpoint(path)
-    if latest is None:
-        raise FileNotFoundError(f"{path}: neither a model directory (config.json) nor a run directory with a "
-                                "model/ or checkpoint-<step>/ folder")
-    return latest
-
-
 def run(cfg: SampleConfig, run_dir: Path, events: Events | None = None) -> dict:
     events = (events or Events()).for_stage("sample")
     session.seed_and_threads(cfg.run)

@@ -18,6 +18,7 @@ gradients against the model's own padded forward.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -70,37 +71,9 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     each completion, tokens/mask (N, Tc) right-padded completions -> log-probs (N, Tc) of the
     completion tokens at `temperature` (0 on pads), and their entropies (N, Tc, detached) if asked."""
     inner, device = model.model, tokens.device
-    n_rows, comp_width = tokens.shape
-    n_prompts, prompt_width = prompt_ids.shape
-    prompt_real = torch.ones_like(prompt_ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.bool()
-    # Inputs: each prompt, then completion tokens 0..len-2 (the last one predicts nothing we score).
-    comp_real = mask[:, 1:].bool()  # (N, Tc-1): input slot j holds token j, which predicts token j+1
-    prompts = _Block(prompt_real)
-    comps = _Block(comp_real)
-    n_prompt_tokens = prompts.n_tokens
-    ids = torch.cat([prompts.take(prompt_ids), comps.take(tokens[:, :-1])])
-    prompt_len = prompt_real.sum(-1)
-    positions = torch.cat([
-        prompts.take(left_pad_positions(prompt_real.long())),
-        comps.take(prompt_len[owner][:, None] + torch.arange(comp_width - 1, device=device)),
-    ])
-
-    # Masks (True = attend). A prompt's left pads attend only to themselves, so no softmax row is
-    # empty; their outputs are never read, and no real query attends to them.
-    causal_p = torch.ones(prompt_width, prompt_width, dtype=torch.bool, device=device).tril()
-    eye_p = torch.eye(prompt_width, dtype=torch.bool, device=device)
-    prompt_attn = ((causal_p & prompt_real[:, None, :]) | eye_p)[:, None]  # (G, 1, P, P)
-    causal_c = torch.ones(comp_width - 1, comp_width - 1, dtype=torch.bool, device=device).tril()
-    comp_attn = torch.cat([prompt_real[owner][:, None, :].expand(-1, comp_width - 1, -1),
-                           causal_c.expand(n_rows, -1, -1)], dim=-1)[:, None]  # (N, 1, Tc-1, P+Tc-1)
-
-    n_real = ids.numel()
-    idle = -n_real % TOKEN_BUCKET if _reduced_precision_on_cpu(model) else 0
-    if idle:
-        ids = torch.cat([ids, ids.new_zeros(idle)])
-        positions = torch.cat([positions, positions.new_zeros(idle)])
-    x = inner.embed_tokens(ids)  # (T, C)
-    cos, sin = inner.rotary_emb(x[None], positions[None])
+    flat = _flatten(model, prompt_ids, prompt_mask, owner, tokens, mask)
+    x = inner.embed_tokens(flat.ids)  # (T, C)
+    cos, sin = inner.rotary_emb(x[None], flat.positions[None])
     cos, sin = cos[0], sin[0]  # (T, D)
     # Under autocast the residual stream stays fp32 (as in the model's own forward), but what enters
     # a matmul is cast to bf16 anyway. So each norm's output is cast once, not by each of the 3
@@ -111,47 +84,112 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     to_low = (lambda t: t) if low is None else (lambda t: t.to(low))
     cos, sin = to_low(cos), to_low(sin)
     attention = _attention_fn(model)
-    def block(layer, x):
-        # One decoder layer; a function so that gradient checkpointing can rerun it in the backward.
-        attn = layer.self_attn
-        rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
-        h = to_low(layer.input_layernorm(x))
-        q = attn.q_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, H, D)
-        k = attn.k_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, Hkv, D)
-        v = attn.v_proj(h).view(h.shape[0], -1, attn.head_dim)
-        if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        q, k = rope(q, k, cos, sin, unsqueeze_dim=1)
-        pq, pk, pv = (prompts.pad(t[:n_prompt_tokens]) for t in (q, k, v))
-        dropout = attn.attention_dropout if attn.training else 0.0
-        p_out, _ = attention(attn, pq, pk, pv, prompt_attn, dropout=dropout, scaling=attn.scaling)  # (G, P, H, D)
-        outs = [prompts.gather(p_out)]
-        if comp_width > 1:
-            cq, ck, cv = (comps.pad(t[n_prompt_tokens:n_real]) for t in (q, k, v))
-            keys, values = torch.cat([pk[owner], ck], dim=2), torch.cat([pv[owner], cv], dim=2)
-            c_out = _causal_chunks(attention, attn, cq, keys, values, comp_attn, prompt_width,
-                                   dropout=dropout, scaling=attn.scaling)
-            outs.append(comps.gather(c_out))
-        if idle:
-            outs.append(q.new_zeros(idle, *outs[0].shape[1:]))
-        x = x + attn.o_proj(torch.cat(outs).flatten(1))
-        x = x + layer.mlp(to_low(layer.post_attention_layernorm(x)))
-        return x
-
-    # Gradient checkpointing keeps only each layer's input and recomputes the layer in the backward.
+    # Gradient checkpointing (model.gradient_checkpointing) keeps only each layer's input and reruns
+    # the layer in the backward.
     checkpointing = getattr(model, "aha_gradient_checkpointing", False) and torch.is_grad_enabled()
     for layer in inner.layers:
-        x = checkpoint(block, layer, x, use_reentrant=False) if checkpointing else block(layer, x)
+        if checkpointing:
+            x = checkpoint(_layer, layer, x, cos, sin, to_low, attention, flat, use_reentrant=False)
+        else:
+            x = _layer(layer, x, cos, sin, to_low, attention, flat)
+    return _scatter_logprobs(model, inner.norm(x), flat, tokens, mask, temperature, entropy)
 
-    x = inner.norm(x)
 
+@dataclass
+class _Flat:
+    """The micro-batch as one flat sequence: every prompt's real tokens, then every completion's
+    inputs (tokens 0..len-2), then `idle` bucket-rounding slots; and the per-row attention masks."""
+
+    ids: Tensor  # (T,)
+    positions: Tensor  # (T,)
+    prompts: "_Block"
+    comps: "_Block"
+    prompt_attn: Tensor  # (G, 1, P, P), True = attend
+    comp_attn: Tensor  # (N, 1, Tc-1, P+Tc-1)
+    prompt_len: Tensor  # (G,)
+    owner: Tensor  # (N,)
+    n_real: int  # tokens before the idle slots
+    idle: int
+
+    @property
+    def n_prompt_tokens(self) -> int:
+        return self.prompts.n_tokens
+
+
+def _flatten(model, prompt_ids, prompt_mask, owner, tokens, mask) -> _Flat:
+    device = tokens.device
+    n_rows, comp_width = tokens.shape
+    prompt_width = prompt_ids.shape[1]
+    prompt_real = torch.ones_like(prompt_ids, dtype=torch.bool) if prompt_mask is None else prompt_mask.bool()
+    # Inputs: each prompt, then completion tokens 0..len-2 (the last one predicts nothing we score).
+    comp_real = mask[:, 1:].bool()  # (N, Tc-1): input slot j holds token j, which predicts token j+1
+    prompts, comps = _Block(prompt_real), _Block(comp_real)
+    ids = torch.cat([prompts.take(prompt_ids), comps.take(tokens[:, :-1])])
+    prompt_len = prompt_real.sum(-1)
+    positions = torch.cat([
+        prompts.take(left_pad_positions(prompt_real.long())),
+        comps.take(prompt_len[owner][:, None] + torch.arange(comp_width - 1, device=device)),
+    ])
+    # Masks (True = attend). A prompt's left pads attend only to themselves, so no softmax row is
+    # empty; their outputs are never read, and no real query attends to them.
+    causal_p = torch.ones(prompt_width, prompt_width, dtype=torch.bool, device=device).tril()
+    eye_p = torch.eye(prompt_width, dtype=torch.bool, device=device)
+    prompt_attn = ((causal_p & prompt_real[:, None, :]) | eye_p)[:, None]  # (G, 1, P, P)
+    causal_c = torch.ones(comp_width - 1, comp_width - 1, dtype=torch.bool, device=device).tril()
+    comp_attn = torch.cat([prompt_real[owner][:, None, :].expand(-1, comp_width - 1, -1),
+                           causal_c.expand(n_rows, -1, -1)], dim=-1)[:, None]  # (N, 1, Tc-1, P+Tc-1)
+    n_real = ids.numel()
+    idle = -n_real % TOKEN_BUCKET if _reduced_precision_on_cpu(model) else 0
+    if idle:
+        ids = torch.cat([ids, ids.new_zeros(idle)])
+        positions = torch.cat([positions, positions.new_zeros(idle)])
+    return _Flat(ids, positions, prompts, comps, prompt_attn, comp_attn, prompt_len, owner, n_real, idle)
+
+
+def _layer(layer, x: Tensor, cos: Tensor, sin: Tensor, to_low, attention, flat: _Flat) -> Tensor:
+    """One decoder layer over the flat sequence; attention per row on the padded (rows × keys) views."""
+    attn = layer.self_attn
+    rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    h = to_low(layer.input_layernorm(x))
+    q = attn.q_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, H, D)
+    k = attn.k_proj(h).view(h.shape[0], -1, attn.head_dim)  # (T, Hkv, D)
+    v = attn.v_proj(h).view(h.shape[0], -1, attn.head_dim)
+    if hasattr(attn, "q_norm"):  # Qwen3: RMSNorm over each head
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = rope(q, k, cos, sin, unsqueeze_dim=1)
+
+    n_prompt_tokens, prompt_width = flat.n_prompt_tokens, flat.prompt_attn.shape[-1]
+    pq, pk, pv = (flat.prompts.pad(t[:n_prompt_tokens]) for t in (q, k, v))
+    dropout = attn.attention_dropout if attn.training else 0.0
+    p_out, _ = attention(attn, pq, pk, pv, flat.prompt_attn, dropout=dropout, scaling=attn.scaling)  # (G, P, H, D)
+    outs = [flat.prompts.gather(p_out)]
+    if flat.comp_attn.shape[2] > 0:  # completions longer than one token
+        cq, ck, cv = (flat.comps.pad(t[n_prompt_tokens:flat.n_real]) for t in (q, k, v))
+        keys, values = torch.cat([pk[flat.owner], ck], dim=2), torch.cat([pv[flat.owner], cv], dim=2)
+        c_out = _causal_chunks(attention, attn, cq, keys, values, flat.comp_attn, prompt_width,
+                               dropout=dropout, scaling=attn.scaling)
+        outs.append(flat.comps.gather(c_out))
+    if flat.idle:
+        outs.append(q.new_zeros(flat.idle, *outs[0].shape[1:]))
+    x = x + attn.o_proj(torch.cat(outs).flatten(1))
+    return x + layer.mlp(to_low(layer.post_attention_layernorm(x)))
+
+
+def _scatter_logprobs(model, x: Tensor, flat: _Flat, tokens: Tensor, mask: Tensor, temperature: float,
+                      entropy: bool) -> tuple[Tensor, Tensor | None]:
+    """Log-probs (and entropies) of the completion tokens, from the final hidden states, in (N, Tc)."""
+    device = tokens.device
+    n_rows, comp_width = tokens.shape
+    n_prompt_tokens, n_prompts = flat.n_prompt_tokens, flat.prompt_len.shape[0]
+    prompt_width = flat.prompt_attn.shape[-1]
     # Completion token 0 is predicted by its prompt's last position (left-padded: column P-1);
     # token j+1 by input slot j.
-    last_prompt = x[:n_prompt_tokens].view(n_prompts, prompt_width, -1)[:, -1] if prompts.dense else \
-        x[prompt_len.cumsum(0) - 1]  # (G, C): prompts come first, each one's tokens in order
-    logits = model.lm_head(torch.cat([last_prompt[owner], x[n_prompt_tokens:]]))[: n_rows + n_real - n_prompt_tokens]
-    targets = torch.cat([tokens[:, 0], comps.take(tokens[:, 1:])])
-    comp_slots = comps.slots
+    last_prompt = x[:n_prompt_tokens].view(n_prompts, prompt_width, -1)[:, -1] if flat.prompts.dense else \
+        x[flat.prompt_len.cumsum(0) - 1]  # (G, C): prompts come first, each one's tokens in order
+    logits = model.lm_head(torch.cat([last_prompt[flat.owner], x[n_prompt_tokens:]]))[
+        : n_rows + flat.n_real - n_prompt_tokens]
+    targets = torch.cat([tokens[:, 0], flat.comps.take(tokens[:, 1:])])
+    comp_slots = flat.comps.slots
     # Where each logit's log-prob goes in the (N, Tc) output: column 0 of every row, then input
     # slot (r, j) of the (N, Tc-1) layout scores column j+1.
     slots = torch.cat([torch.arange(n_rows, device=device) * comp_width,

@@ -1,9 +1,11 @@
 """Math answer equivalence: extraction, a cheap fast path, then math-verify in a bounded worker.
 
 `judge_math(pred, gold)` → `(reward, info)`. Order of work, cheapest first:
-1. extract the answer (last `\\boxed{…}` with nested braces, else the text without `$…$`);
+1. extract the answer (last `\\boxed{…}` with nested braces, else the text without `$…$`), then
+   what a grader reads past (`answer_forms`): "The answer is 18 dollars." → 18; alternatives
+   ("7 or 8") for a single-number reference score 0;
 2. fast path: identical after removing layout-only LaTeX (spaces, `\\left`, `\\!`, `\\dfrac`) → 1,
-   both plain numbers (`1,000`, `27.0`, `-3/4`) → compared exactly as fractions;
+   both plain numbers (`1,000`, `27.0`, `-3/4`, `1.5e3`, `1.5 \\times 10^3`) → compared exactly;
 3. otherwise math-verify (sympy) in a `BoundedPool` worker with a per-call timeout; a timeout,
    crash or parse failure scores 0 with the reason in `info`.
 """
@@ -14,6 +16,7 @@ import logging
 import re
 from fractions import Fraction
 
+from aha.verify.answer_forms import answer_core, hedged, scientific_number
 from aha.verify.pool import BoundedPool, shared_pool
 
 # Longer answers are not answers (a MATH-500 reference is < 100 chars); refusing them up front
@@ -82,16 +85,20 @@ def plain_number(s: str) -> Fraction | None:
     s = _layout_free(s)
     if len(s) > 40:  # also keeps Python's int-from-string digit limit out of reach
         return None
-    frac = re.fullmatch(r"([-+]?)\\frac\{(\d+)\}\{(\d+)\}", s)
+    frac = re.fullmatch(r"([-+]?)\\frac(?:\{(\d+)\}|(\d))(?:\{(\d+)\}|(\d))", s)  # also `\frac12`, `\frac{270}7`
     if frac:
-        s = f"{frac.group(1)}{frac.group(2)}/{frac.group(3)}"
+        s = f"{frac.group(1)}{frac.group(2) or frac.group(3)}/{frac.group(4) or frac.group(5)}"
     match = _FRACTION.fullmatch(s)
     if match:
         den = int(match.group(2))
         return Fraction(int(match.group(1)), den) if den else None
     if _NUMBER.fullmatch(s):
         return Fraction(s.replace(",", ""))
-    return None
+    return scientific_number(s)
+
+
+def _is_number(s: str) -> bool:
+    return plain_number(s) is not None
 
 
 def fast_judge(pred: str, gold: str) -> bool | None:
@@ -138,6 +145,14 @@ def judge_math(
     if len(pred) > MAX_ANSWER_CHARS:
         return 0.0, {"reason": f"answer too long ({len(pred)} chars)", "pred": pred[:50]}
     decided = fast_judge(pred, gold)
+    if decided is None:
+        # What a grader reads: "The answer is 18 dollars." is 18 (both sides: some references carry
+        # units too); a single-number reference is not met by alternatives ("7 or 8"). Only here:
+        # plain numbers and identical texts (most answers) never pay for the regexes.
+        pred, gold = answer_core(pred, _is_number), answer_core(gold, _is_number)
+        if hedged(pred) and _is_number(gold):
+            return 0.0, {"reason": "alternatives offered for a single answer", "judge": "fast", "pred": pred[:50]}
+        decided = fast_judge(pred, gold)
     if decided is not None:
         return float(decided), {"reason": "correct" if decided else "wrong value", "judge": "fast", "pred": pred[:50]}
     result = (pool or math_pool()).call(math_verify_equal, gold, pred, timeout=timeout)

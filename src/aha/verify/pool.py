@@ -12,18 +12,35 @@ and polls the pipe until the deadline; on timeout or crash the worker is SIGKILL
 lazily by the next call. Workers are also recycled after `recycle_after` jobs (sympy caches grow)
 and run under an address-space limit, so a memory bomb raises MemoryError inside the worker
 instead of swapping the machine.
+
+Workers are forked by a small server of aha's own (`aha.verify._worker`, started as a plain
+subprocess), never by multiprocessing: its spawn and forkserver methods re-run the caller's
+`__main__` in each new process, so an unguarded script that calls the judge at top level would
+start the pool again inside its own worker and score every correct answer 0 ("worker died").
 """
 
 from __future__ import annotations
 
 import atexit
-import multiprocessing as mp
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from aha.verify._worker import recv_message, send_message
+
+# The directory holding the `aha` package, put first on the server's path before anything else is
+# imported (the caller's full sys.path follows in the "init" message).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = "import sys; sys.path.insert(0, {root!r}); from aha.verify._worker import main; main({fd})"
+_CONTROL_TIMEOUT_S = 300.0  # preloading sympy takes ~1 s; only a wedged server takes this long
 
 
 @dataclass(frozen=True)
@@ -34,39 +51,83 @@ class CallResult:
     seconds: float
 
 
-def _worker_main(conn, memory_limit_bytes: int | None) -> None:
-    """Serve jobs from the pipe until it closes. Exceptions are sent back as text, never raised,
-    so one bad input costs one answer, not a respawn."""
-    if memory_limit_bytes:
-        import resource
+class _Server:
+    """The pool's handle on its fork server (`aha.verify._worker`). Requests are serialised."""
 
-        resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-    while True:
+    def __init__(self, preload: Sequence[str], memory_limit_bytes: int | None):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        boot = _BOOT.format(root=_PACKAGE_ROOT, fd=theirs.fileno())
+        self.process = subprocess.Popen([sys.executable, "-c", boot], pass_fds=[theirs.fileno()],
+                                        stdin=subprocess.DEVNULL)
+        theirs.close()
+        ours.settimeout(_CONTROL_TIMEOUT_S)
+        self.control = ours
+        self.owner = os.getpid()  # a forked copy of the pool's process must start its own server
+        self.lock = threading.Lock()
+        self.broken = False
         try:
-            fn, args = conn.recv()
-        except EOFError:
-            return
+            reply, _ = self.request(("init", list(sys.path), list(preload), memory_limit_bytes))
+        except OSError as error:  # it could not even import aha, or hung: no process left behind
+            self.close()
+            raise RuntimeError(f"verifier worker server failed to start: {error}") from error
+        if reply[0] != "ready":
+            self.close()
+            raise RuntimeError(f"verifier worker server failed to start: {reply[1]}")
+
+    def usable(self) -> bool:
+        return not self.broken and self.owner == os.getpid() and self.process.poll() is None
+
+    def request(self, message: tuple) -> tuple[tuple, list[int]]:
+        with self.lock:
+            try:
+                send_message(self.control, message)
+                received = recv_message(self.control)
+            except (OSError, EOFError) as error:
+                self.broken = True
+                raise ConnectionError(f"verifier worker server: {error}") from error
+            if received is None:
+                self.broken = True
+                raise ConnectionError("verifier worker server exited")
+            return received
+
+    def spawn(self) -> tuple[int, Connection]:
+        reply, fds = self.request(("spawn", list(sys.path)))
+        return reply[1], Connection(fds[0])
+
+    def kill(self, pid: int) -> int | None:
+        """SIGKILL a worker (the server signals only children it has not reaped, so never a reused
+        pid); its exit code, -signal when signalled, None when the server is gone (and with it,
+        by PDEATHSIG, the worker)."""
         try:
-            reply = ("ok", fn(*args))
-        except MemoryError:
-            reply = ("error", "MemoryError")
-        except Exception as exc:  # noqa: BLE001 — the job is untrusted input; report, don't die
-            reply = ("error", f"{type(exc).__name__}: {str(exc)[:200]}")
-        conn.send(reply)
+            return self.request(("kill", pid))[0][1]
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        self.control.close()  # the server exits on EOF; its children die with it
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
 
 
 class _Worker:
-    def __init__(self, ctx, memory_limit_bytes: int | None):
-        self.conn, child_conn = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child_conn, memory_limit_bytes), daemon=True)
-        self.process.start()
-        child_conn.close()
+    def __init__(self, server: _Server):
+        self.server = server
+        self.pid, self.conn = server.spawn()
         self.jobs = 0
 
-    def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
+    def idle_and_alive(self) -> bool:
+        # An idle worker has nothing to say: a readable pipe means EOF, i.e. it died while idle.
+        return self.server.usable() and not self.conn.poll(0)
+
+    def kill(self) -> int | None:
+        self.conn.close()
+        return self.server.kill(self.pid)
+
+    def retire(self) -> None:
+        """Close the pipe of a healthy idle worker: it exits by itself and the server reaps it."""
         self.conn.close()
 
 
@@ -74,8 +135,9 @@ class BoundedPool:
     """`call(fn, *args, timeout=1.0)` runs `fn(*args)` in a worker and never takes much longer
     than `timeout` seconds (plus process start-up the first time a slot is used).
 
-    `fn` must be a picklable module-level function. `preload` names modules the forkserver
-    imports once, so new workers start warm (sympy takes ~1 s to import, a fork ~10 ms).
+    `fn` must be a picklable module-level function of an importable module (not the caller's
+    `__main__`: workers never import it). `preload` names modules the fork server imports once, so
+    new workers start warm (sympy takes ~1 s to import, a fork ~10 ms).
     """
 
     def __init__(
@@ -88,12 +150,11 @@ class BoundedPool:
         self.max_workers = max_workers or max(1, min(4, os.cpu_count() or 1))
         self.recycle_after = recycle_after
         self.memory_limit_bytes = memory_limit_mb * 2**20 if memory_limit_mb else None
-        # forkserver, not fork: the parent may hold torch threads and locks that a plain fork
-        # would copy in a locked state.
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        self._ctx = mp.get_context(method)
-        if method == "forkserver" and preload:
-            self._ctx.set_forkserver_preload(list(preload))
+        # Workers fork from a fresh single-threaded server, never from this process: it may hold
+        # torch threads and locks that a plain fork would copy in a locked state.
+        self.preload = list(preload)
+        self._server: _Server | None = None
+        self._server_lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._slots = threading.BoundedSemaphore(self.max_workers)
         self._lock = threading.Lock()
@@ -107,13 +168,30 @@ class BoundedPool:
                 self._slots.release()
                 raise RuntimeError("pool is closed")
             worker = self._idle.pop() if self._idle else None
-        if worker is None or not worker.process.is_alive():
+        if worker is None or not worker.idle_and_alive():
+            if worker is not None:
+                worker.kill()
             try:
-                worker = _Worker(self._ctx, self.memory_limit_bytes)
+                worker = self._new_worker()
             except BaseException:
                 self._slots.release()
                 raise
         return worker
+
+    def _new_worker(self) -> _Worker:
+        try:
+            return _Worker(self._live_server())
+        except OSError:  # the server died since it was last used: one fresh server, one retry
+            return _Worker(self._live_server())
+
+    def _live_server(self) -> _Server:
+        """The fork server, (re)started when missing, dead, or inherited through a fork."""
+        with self._server_lock:
+            if self._server is None or not self._server.usable():
+                if self._server is not None and self._server.owner == os.getpid():
+                    self._server.close()
+                self._server = _Server(self.preload, self.memory_limit_bytes)
+            return self._server
 
     def _checkin(self, worker: _Worker | None) -> None:
         with self._lock:
@@ -137,17 +215,15 @@ class BoundedPool:
             status, value = "died", None
         seconds = time.monotonic() - start
         if status in ("timeout", "died"):
-            worker.process.kill()
-            worker.process.join(timeout=5)
-            reason = f"timeout after {timeout:g} s" if status == "timeout" else f"worker died (exit {worker.process.exitcode})"
-            worker.conn.close()
+            code = worker.kill()
+            reason = f"timeout after {timeout:g} s" if status == "timeout" else f"worker died (exit {code})"
             self.restarts += 1
             self._checkin(None)
             return CallResult(False, None, reason, seconds)
         worker.jobs += 1
         keep = worker.jobs < self.recycle_after
         if not keep:
-            worker.kill()
+            worker.retire()
         self._checkin(worker if keep else None)
         if status == "ok":
             return CallResult(True, value, "", seconds)
@@ -173,7 +249,11 @@ class BoundedPool:
             self._closed = True
             idle, self._idle = self._idle, []
         for worker in idle:
-            worker.kill()
+            worker.retire()
+        with self._server_lock:
+            server, self._server = self._server, None
+        if server is not None and server.owner == os.getpid():
+            server.close()  # workers still busy in other threads die with it (PDEATHSIG)
 
 
 def _noop() -> None:
