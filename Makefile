@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/limits.py --threads 1
 	$(BIN)/python bench/update_layouts.py
 	$(BIN)/python bench/vs_trl.py
+	$(BIN)/python bench/vs_trl_sft.py
 
 clean:
 	rm -rf $(VENV) runs

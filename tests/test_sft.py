@@ -70,6 +70,26 @@ def test_loss_and_gradients_equal_the_naive_per_row_reference(tmp_path, tiny_mod
         torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_skipping_the_entropy_changes_no_loss_or_gradient(tmp_path, tiny_model_dir):
+    """SFT's `entropy=False`: the same loss and gradients, no entropy in the stats."""
+    model, tokenizer = load_model_dir(tiny_model_dir)
+    data = load_dataset(DataConfig(path=str(traces(tmp_path / "t.jsonl", 8)), held_out=0.0), tokenizer, 0)
+    batch = RolloutBatch([e.prompt_ids for e in data.train[:4]], [e.completion_ids for e in data.train[:4]], None, None)
+    micro = micro_batches(batch, 4, tokenizer.pad_token_id, "cpu", True, 64)
+    nll = OBJECTIVES["nll"]
+    sgd = torch.optim.SGD(model.parameters(), lr=0.0)
+    runs = []
+    for entropy in (True, False):
+        stats = optimizer_step(model, sgd, micro, lambda m, mb, logp: nll(logp, mb.mask, n_tokens=batch.n_tokens),
+                               temperature=1.0, max_grad_norm=1e9, bf16=False, n_tokens=batch.n_tokens, entropy=entropy)
+        runs.append((stats, {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (with_ent, grads_with), (without, grads_without) = runs
+    assert "entropy" in with_ent and "entropy" not in without
+    assert without["loss"] == with_ent["loss"]
+    for name, grad in grads_with.items():
+        torch.testing.assert_close(grads_without[name], grad, rtol=0, atol=0, msg=name)
+
+
 def test_no_prompt_or_padding_token_contributes(tmp_path, tiny_model_dir):
     """Changing prompt tokens' *targets* cannot change the loss: only completion positions are scored."""
     model, tokenizer = load_model_dir(tiny_model_dir)

@@ -141,14 +141,14 @@ class _Trainer:
         stats = optimizer_step(self.model, self.optimizer, micro,
                                lambda m, mb, logp: nll(logp, mb.mask, n_tokens=n_tokens),
                                temperature=1.0, max_grad_norm=self.cfg.sft.max_grad_norm, bf16=self.cfg.model.bf16,
-                               n_tokens=n_tokens, dist=self.dist)
+                               n_tokens=n_tokens, entropy=False, dist=self.dist)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         seconds = time.time() - clock
         forward_tokens = int(self.dist.all_sum([sum(m.forward_tokens for m in micro)])[0])
         self.ledger.add("update", seconds=seconds, tokens_trained=forward_tokens)
         return {"step": step, "epoch": epoch, "loss": stats["loss"], "grad_norm": stats["grad_norm"],
-                "skipped": stats["skipped"], "entropy": stats["entropy"], "lr": lr, "rows": len(examples),
+                "skipped": stats["skipped"], "lr": lr, "rows": len(examples),
                 "tokens_trained": n_tokens, "forward_tokens": forward_tokens, "seconds/update": seconds,
                 "tokens_per_second": forward_tokens / max(seconds, 1e-9)}
 

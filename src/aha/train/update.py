@@ -21,22 +21,23 @@ from aha.train.layout import MicroBatch, RolloutBatch, micro_batches
 
 def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable, *, temperature: float,
                    max_grad_norm: float, bf16: bool, n_tokens: int, clock=None, log_gap: bool = False,
-                   dist: Dist = SINGLE) -> dict:
+                   entropy: bool = True, dist: Dist = SINGLE) -> dict:
     """Accumulate `loss_of(index, micro_batch, logp) -> (loss, stats)` over the micro-batches and
     take one optimizer step. Returns summed stats plus loss, entropy, grad_norm, `skipped` (1.0 when
     the loss or gradient norm was not finite and no step was taken) and, with `log_gap`, the mean
-    |trainer − rollout| log-prob gap. With several processes (`dist`), `micro` is this rank's share
-    and `n_tokens` the global count: gradients and stats are summed over ranks before the step, so
-    every rank clips, checks and steps on the same global gradient."""
+    |trainer − rollout| log-prob gap. `entropy=False` (SFT, which does not log it) skips the
+    per-token entropy and leaves it out of the stats. With several processes (`dist`), `micro` is
+    this rank's share and `n_tokens` the global count: gradients and stats are summed over ranks
+    before the step, so every rank clips, checks and steps on the same global gradient."""
     clock = clock or _Clock(None)
     device = next(model.parameters()).device
-    stats = {"loss": 0.0, "entropy": 0.0}
+    stats = {"loss": 0.0, "entropy": 0.0} if entropy else {"loss": 0.0}
     if log_gap:
         stats["rollout_logprob_gap"] = 0.0
     optimizer.zero_grad(set_to_none=True)
     for m, mb in enumerate(micro):
         with autocast(device, bf16):
-            logp, entropy = mb.logprobs(model, temperature, entropy=True)
+            logp, ent = mb.logprobs(model, temperature, entropy=entropy)
         if log_gap:
             stats["rollout_logprob_gap"] += float(((logp.detach() - mb.old).abs() * mb.mask).sum()) / n_tokens
         loss, extra = loss_of(m, mb, logp)
@@ -44,7 +45,8 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
         loss.backward()
         with torch.no_grad():
             stats["loss"] += loss.item()
-            stats["entropy"] += float((entropy * mb.mask).sum()) / n_tokens
+            if entropy:
+                stats["entropy"] += float((ent * mb.mask).sum()) / n_tokens
             for key, value in extra.items():
                 stats[key] = stats.get(key, 0.0) + value
         clock.lap("backward")
