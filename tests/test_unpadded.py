@@ -168,3 +168,40 @@ def test_causal_query_chunks_change_nothing(monkeypatch, chunk):
     model = _model("qwen2")
     monkeypatch.setattr(unpadded, "ATTENTION_CHUNK", chunk)
     _compare(model, _batch((4, 9), (3, 13, 6, 11)))
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_gradient_checkpointing_gives_the_same_log_probs_and_gradients(family):
+    """model.gradient_checkpointing: each layer is rerun in the backward; nothing numeric changes."""
+    model = _model(family).train()
+    batch = _batch([5, 9], [4, 7, 1])
+    m = layout.micro_batches(batch, 64, 0, "cpu", share_prompts=True)[0]
+
+    def run(net):
+        net.zero_grad(set_to_none=True)
+        logp, _ = unpadded.completion_logprobs_unpadded(net, m.prompt_ids, m.prompt_mask, m.owner, m.tokens, m.mask, 0.8)
+        (logp * torch.linspace(-1, 1, logp.numel()).view_as(logp)).sum().backward()
+        return logp.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    want, want_grads = run(model)
+    saved = []
+    hooks = torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t)
+    with hooks:
+        run(model)
+    plain_saved = sum(saved)
+    unpadded.enable_checkpointing(model)
+    saved.clear()
+    with hooks:
+        got, got_grads = run(model)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    assert got_grads.keys() == want_grads.keys()
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name], want_grads[name], rtol=1e-6, atol=1e-7)
+    assert sum(saved) < plain_saved  # fewer activations kept for the backward
+
+
+def test_gradient_checkpointing_refuses_what_it_cannot_cover():
+    model = _model("qwen2")
+    model.config._attn_implementation = "flash_attention_2"  # not maskable: the unpadded forward declines
+    with pytest.raises(ValueError, match="gradient_checkpointing"):
+        unpadded.enable_checkpointing(model)

@@ -37,7 +37,8 @@ def _find_recipe(name: str) -> Path:
     bundled = resources.files("aha") / "recipes" / f"{name.removesuffix('.yaml')}.yaml"
     if bundled.is_file():
         return Path(str(bundled))
-    names = sorted(p.name.removesuffix(".yaml") for p in (resources.files("aha") / "recipes").iterdir())
+    names = sorted(p.name.removesuffix(".yaml") for p in (resources.files("aha") / "recipes").iterdir()
+                   if p.name.endswith(".yaml"))
     raise ConfigError(f"recipe {name!r} not found: not a file, nor a bundled recipe ({', '.join(names)})")
 
 
@@ -54,13 +55,35 @@ def _fail(err: BaseException, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _process_group():
+    """The launcher's process group (`aha.train.dist`), or None for a plain single process — which
+    then never imports torch before its config is validated."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not any(
+            os.environ.get(v, "").lower() in ("1", "true") for v in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")):
+        return None
+    from aha.train import dist
+
+    try:
+        return dist.init()
+    except USER_ERRORS as err:
+        _fail(err)
+
+
 def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, resume: Path | None,
                default_recipe: str | None, force: bool, allow_changes: bool,
                extra: list[str] = ()):
     """Resolve the config (validated before the stage, torch or any model is loaded: a bad config
     fails in about a second), claim the run directory, run the stage with the console view
-    listening, and turn its stops into exit codes."""
+    listening, and turn its stops into exit codes. Launched as several processes (torchrun,
+    accelerate launch), rank 0 claims the directory and alone prints."""
+    import contextlib
+
     from aha.config.resume import resume_config
+
+    d = _process_group()
+    console.quiet = d is not None and not d.is_main
 
     try:
         if resume is not None:
@@ -71,11 +94,15 @@ def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, res
         else:
             recipe, overrides = _split_args(args, default_recipe)
             cfg = load_config(cls, recipe, [*extra, *overrides])
-            try:
-                run_dir = runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
-            except OSError as err:
-                raise ConfigError(f"run.out_dir: cannot create {Path(cfg.run.out_dir) / cfg.run.name}: "
-                                  f"{err.strerror or err}") from None
+            run_dir = None
+            if d is None or d.is_main:
+                try:
+                    run_dir = runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
+                except OSError as err:
+                    raise ConfigError(f"run.out_dir: cannot create {Path(cfg.run.out_dir) / cfg.run.name}: "
+                                      f"{err.strerror or err}") from None
+            if d is not None:
+                run_dir = d.broadcast(run_dir)  # one directory for all ranks: rank 0's
             console.print(f"run directory: {run_dir}")
     except USER_ERRORS as err:
         _fail(err)
@@ -90,7 +117,7 @@ def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, res
     stage = importlib.import_module(stage_module).run
     view = ConsoleView(console, progress=cfg.run.progress)
     try:
-        with runs_module.removed_if_failed(run_dir):
+        with runs_module.removed_if_failed(run_dir) if d is None or d.is_main else contextlib.nullcontext():
             summary = stage(cfg, run_dir, Events([view]))
     except StopRequested as stop:
         view.close()
@@ -124,6 +151,8 @@ def zero(
                                   allow_changes)
     from aha.observe.report import write_report
 
+    if console.quiet:  # another rank of a multi-process run: rank 0 writes the report
+        return
     console.print(f"report: {write_report([run_dir])}")
     _print_summary(summary, run_dir)
 
@@ -247,6 +276,46 @@ def pretrain(
     path = ensure_base_model(cfg.pretrain, cfg.task, Events([view]), rebuild=rebuild)
     view.close()
     console.print(str(path))
+
+
+@app.command()
+def plan(
+    args: Optional[List[str]] = typer.Argument(None, help="RECIPE [key=value …], e.g. zero-qwen2.5-math-1.5b"),
+    gpus: int = typer.Option(8, "--gpus", help="GPUs in all"),
+    gpu: str = typer.Option("H100", "--gpu", help="GPU kind (sets peak bf16 FLOP/s and memory): "
+                            "H100, H800, H200, A100, B200, L40S"),
+    gpu_memory: Optional[float] = typer.Option(None, "--gpu-memory", help="GiB per GPU (default: the kind's)"),
+    mfu: float = typer.Option(0.35, "--mfu", help="model FLOPs utilisation of the update"),
+    rollout_mfu: float = typer.Option(0.10, "--rollout-mfu", help="MFU of generation (memory-bound decoding)"),
+    price: float = typer.Option(2.0, "--price", help="US$ per GPU-hour"),
+    zero: int = typer.Option(0, "--zero", min=0, max=3, help="0 = aha today (replicated); 1-3 = ZeRO sharding"),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+    prompt_tokens: int = typer.Option(150, "--prompt-tokens", help="mean prompt length, tokens"),
+    fill: float = typer.Option(0.5, "--fill", help="mean response length as a share of rollout.max_new_tokens"),
+    as_json: bool = typer.Option(False, "--json", help="print the plan as JSON"),
+):
+    """Validate a GPU recipe and estimate, without a GPU, memory per device, tokens, FLOPs, time and cost."""
+    import json
+
+    from aha import plan as planner
+
+    if gpu not in planner.GPUS:
+        _fail(ValueError(f"--gpu {gpu}: expected one of {', '.join(planner.GPUS)}"))
+    peak, memory = planner.GPUS[gpu]
+    hw = planner.Hardware(gpus=gpus, memory_gb=gpu_memory or memory, peak_flops=peak, mfu=mfu,
+                          rollout_mfu=rollout_mfu, price=price, zero=zero, gradient_checkpointing=gradient_checkpointing)
+    try:
+        recipe, overrides = _split_args(args, None)
+        cfg, result, source, notes = planner.plan_recipe(recipe, overrides, hw, prompt_tokens, fill)
+    except USER_ERRORS as err:
+        _fail(err)
+    if as_json:
+        console.print_json(json.dumps({**result, "shape_source": source, "notes": notes}))
+        return
+    title = f"{cfg.run.name}: {gpus} × {gpu} ({hw.memory_gb:g} GiB), {prompt_tokens}-token prompts, responses {fill:g} × {cfg.rollout.max_new_tokens}"
+    console.print(planner.render(result, hw, source, title))
+    for note in notes:
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True)
 
 
 @app.command("eval")

@@ -41,6 +41,24 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LoRAConfig:
+    """Low-rank adapters (peft) on the named linear layers; r = 0 trains every weight (the default)."""
+
+    r: int = 0
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                          "gate_proj", "up_proj", "down_proj"])
+
+    def validate(self, key: str) -> None:
+        checks.at_least(f"{key}.r", self.r, 0, "0 = no adapters, full fine-tuning")
+        checks.positive(f"{key}.alpha", self.alpha)
+        checks.within(f"{key}.dropout", self.dropout, 0.0, 1.0)
+        if self.r and not self.target_modules:
+            raise ConfigError(f"{key}.target_modules: name at least one linear layer (e.g. q_proj)")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     SHORTHAND = "path"  # `model=DIR` means `model.path=DIR`
     path: str = "embedded"  # "embedded" = the built-in tiny base model; else an HF causal-LM directory
@@ -49,10 +67,15 @@ class ModelConfig:
     # (autocast) — 2.5× the fp32 matmul rate on CPUs with AVX-512-bf16/AMX, the usual choice on GPUs.
     # "fp32" stays the default: reproducible run to run on one machine, bf16-less CPUs included.
     precision: Literal["fp32", "bf16-mixed"] = "fp32"
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    # Recompute each decoder layer in the backward instead of keeping its activations (memory only;
+    # the update's unpadded forward, i.e. Qwen2/Llama/Qwen3/Mistral-style decoders).
+    gradient_checkpointing: bool = False
 
     def validate(self, key: str, chat_template: bool = False) -> None:
         if self.path != "embedded":  # the embedded tokenizer ships a chat template
             checks.model_dir(f"{key}.path", self.path, chat_template)
+        self.lora.validate(f"{key}.lora")
 
     @property
     def bf16(self) -> bool:
@@ -123,9 +146,13 @@ class RolloutConfig:
     # Passed to the engine's constructor: for engine=openai base_url (required), model_name,
     # concurrency, timeout, max_retries (aha.rollout.openai_engine).
     options: dict = field(default_factory=dict)
+    # Sampling noise: "batch" (one stream per call) or "row" (keyed by each sample's row in the
+    # step, so 1 and N processes draw the same samples; always used with several processes).
+    noise: Literal["batch", "row"] = "batch"
 
     def validate(self, key: str) -> None:
         from aha.rollout import ENGINES
+
 
         checks.registered(f"{key}.engine", self.engine, ENGINES)
         if self.engine == "openai" and not self.options.get("base_url"):
@@ -205,7 +232,7 @@ class ZeroConfig:
     # change speed and logging, never the algorithm.
     FREE_ON_RESUME = ("grpo.steps", "run.save_every", "run.progress", "run.threads", "run.samples_per_step",
                       "run.log_to", "run.max_bad_steps", "rollout.max_batch", "grpo.micro_batch_size",
-                      "grpo.micro_batch_tokens", "eval.every", "eval.during_problems")
+                      "grpo.micro_batch_tokens", "eval.every", "eval.during_problems", "model.gradient_checkpointing")
 
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

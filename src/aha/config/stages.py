@@ -63,7 +63,7 @@ class SFTConfig:
     """`aha sft DATA`: supervised fine-tuning on completion tokens only, packed without padding."""
 
     FREE_ON_RESUME = ("run.save_every", "run.progress", "run.threads", "run.log_to", "run.max_bad_steps",
-                      "sft.micro_batch_tokens", "sft.eval_every")
+                      "sft.micro_batch_tokens", "sft.eval_every", "model.gradient_checkpointing")
 
     run: RunConfig = field(default_factory=lambda: RunConfig(name="sft", save_every=100))
     model: ModelConfig = field(default_factory=ModelConfig)

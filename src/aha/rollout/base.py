@@ -17,6 +17,11 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()  # besides EOS; e.g. the id of "</answer>"
     seed: int = 0
     ignore_eos: bool = False  # run every sample to max_new_tokens (benchmarks; as vLLM's ignore_eos)
+    # None: one noise stream for the batch (depends on which rows are decoded together). An int:
+    # sample row r's noise at token t is a hash of (seed, row_offset + r, t) — the same whichever
+    # process decodes the row and whatever else is in its batch, so N processes that each decode a
+    # share of a step's rows (offset = the share's first row) draw what one process would.
+    row_offset: int | None = None
 
     def __post_init__(self):
         if self.max_new_tokens < 1:

@@ -80,7 +80,8 @@ class TorchEngine(RolloutEngine):
         eos = None if params.ignore_eos else self.tokenizer.eos_token_id
         stops = torch.tensor([t for t in (eos, *params.stop_token_ids) if t is not None], device=device)
         for t in range(steps):
-            token, logp = _sample(logits, params, generator)  # (A,), (A,)
+            noise = None if params.row_offset is None else row_uniforms(params.seed, params.row_offset + offset * n + rows, t)
+            token, logp = _sample(logits, params, generator, noise)  # (A,), (A,)
             tokens[rows, t] = torch.where(live, token, -1)
             logps[rows, t] = torch.where(live, logp.float(), 0.0)
             live = live & ~torch.isin(token, stops)
@@ -154,7 +155,33 @@ class _ModuleBackend:
         self.mask, self.next_pos = self.mask[keep], self.next_pos[keep]
 
 
-def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> tuple[torch.Tensor, torch.Tensor]:
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(x: int) -> int:
+    x &= _MASK64
+    return x - (1 << 64) if x >> 63 else x
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    # A logical shift of an int64 (torch's >> is arithmetic: it would copy the sign bit in).
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def row_uniforms(seed: int, rows: torch.Tensor, t: int) -> torch.Tensor:
+    """U[0, 1) per row, a pure function of (seed, row, t): SplitMix64's finaliser over a counter
+    (int64 products wrap modulo 2**64, as the algorithm's unsigned ones do), 53 bits to a double."""
+    key = _signed(seed * 0x9E3779B97F4A7C15 + t * 0xD1B54A32D192ED03)
+    x = rows.to(torch.int64).cpu() * _signed(0xBF58476D1CE4E5B9) + key
+    x = (x ^ _shr(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shr(x, 27)) * _signed(0x94D049BB133111EB)
+    x = x ^ _shr(x, 31)
+    # Rounded to float32, a draw just under 1 would become 1.0 and land past the last token's mass.
+    return (_shr(x, 11).to(torch.float64) / float(1 << 53)).clamp(max=1 - 2**-24).to(torch.float32)[:, None]
+
+
+def _sample(logits: torch.Tensor, params: SamplingParams, generator,
+            noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Token and its log-prob under softmax(logits / T) — the distribution the trainer scores.
     Top-p only narrows which tokens may be drawn; the log-prob stays the tempered one, as in TRL/verl."""
     logits = logits.float()
@@ -173,6 +200,7 @@ def _sample(logits: torch.Tensor, params: SamplingParams, generator) -> tuple[to
     # CPU at rollout shapes (64 × 640: 0.95 vs 0.13 ms a step, 1 thread). Unnormalised mass is fine:
     # u is scaled by each row's total, which also absorbs what top-p removed.
     cdf = probs.cumsum(-1)  # (A, V)
-    u = torch.rand((cdf.shape[0], 1), generator=generator).to(cdf.device) * cdf[:, -1:]
+    u = noise if noise is not None else torch.rand((cdf.shape[0], 1), generator=generator)
+    u = u.to(cdf.device) * cdf[:, -1:]
     token = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     return token, logp_all.gather(-1, token[:, None]).squeeze(-1)

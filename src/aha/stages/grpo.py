@@ -5,6 +5,10 @@ the starting policy (k samples, T 0.6, top-p 0.95) → a flat loop of `grpo_step
 periodic evaluation, monitors, the non-finite guard, logs and checkpoints → the same held-out
 evaluation of the final policy → summary.json. The stage knows no terminal: progress, warnings
 and metrics go out as events. SIGTERM or Ctrl-C finish the step, save, and raise `StopRequested`.
+
+Under `torchrun`/`accelerate launch` every rank runs this same loop (`aha.train.dist`); only rank 0
+emits events and writes the run directory (config, logs, samples, checkpoints, summary), and every
+rank resumes from its checkpoints.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from aha import runs
 from aha.config import ZeroConfig, save_config
 from aha.events import Events
+from aha.models import lora
 from aha.models.loading import load_model_dir, stop_token_ids
 from aha.observe.cost import CostLedger, count_params
 from aha.observe.monitors import RunMonitor
@@ -25,16 +30,20 @@ from aha.stages.evaluate import evaluate
 from aha.stages.grpo_step import Trainer, run_step
 from aha.stages.pretrain import base_model_dir
 from aha.tasks import get_task
-from aha.train import checkpoint, guard, optim, session
+from aha.train import checkpoint, dist, guard, optim, session, unpadded
 from aha.train.forward import prefer_fast_attention
 from aha.train.signals import StopRequested, graceful_stop
 
 
 def run(cfg: ZeroConfig, run_dir: Path, events: Events | None = None) -> dict:
     """Train to `grpo.steps`, continuing from the latest checkpoint in `run_dir` if there is one."""
-    events = (events or Events()).for_stage("grpo")
-    t = resume(cfg, run_dir, events) if runs.latest_checkpoint(run_dir) else start(cfg, run_dir, events)
-    events = session.with_loggers(events, cfg.run, run_dir, cfg)
+    d = dist.init()
+    # Other ranks stay silent: one console, one set of loggers.
+    events = (events if d.is_main and events else Events()).for_stage("grpo")
+    latest = d.broadcast(runs.latest_checkpoint(run_dir))  # rank 0's view: one decision for all
+    t = resume(cfg, run_dir, events, latest) if latest else start(cfg, run_dir, events)
+    if d.is_main:
+        events = session.with_loggers(events, cfg.run, run_dir, cfg)
     session_start, seconds_before = time.time(), t.state["seconds"]
     if t.state["base_accuracy"] is None:
         e = cfg.eval
@@ -53,24 +62,32 @@ def run(cfg: ZeroConfig, run_dir: Path, events: Events | None = None) -> dict:
             diverged = _guard_and_monitor(t, row, events)
             t.state["step"] = step
             t.state["seconds"] = seconds_before + time.time() - session_start
-            runs.append_jsonl(run_dir / "metrics.jsonl", [row])
-            runs.append_jsonl(run_dir / "samples.jsonl", samples)
+            if d.is_main:
+                runs.append_jsonl(run_dir / "metrics.jsonl", [row])
+                runs.append_jsonl(run_dir / "samples.jsonl", samples)
             events.metrics(step, row)
             if diverged:
                 raise diverged
             if step % cfg.run.save_every == 0:
                 save(t)
             events.advance(step, cfg.grpo.steps, _progress_info(row))
-            if stop.requested:
-                raise StopRequested(stop.signum, step, save(t))
+            if _any_rank(d, stop.requested):  # a signal that reached one rank stops them all, together
+                raise StopRequested(stop.signum or 15, step, save(t))
     return finish(t, events, seconds_before, session_start)
 
 
+def _any_rank(d: dist.Dist, flag: bool) -> bool:
+    return bool(d.all_sum([float(flag)])[0]) if d.active else flag
+
+
 def start(cfg: ZeroConfig, run_dir: Path, events: Events) -> Trainer:
-    model_dir = base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
+    d = dist.current()
+    with d.main_first():  # rank 0 builds (or finds) the embedded base; the others then find it cached
+        model_dir = base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
     t = setup(cfg, run_dir, model_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
     built = Path(model_dir) / "pretrain.json"
     if built.exists():  # the embedded base's own cost belongs to the result, cached or not
         stats = json.loads(built.read_text())
@@ -78,10 +95,14 @@ def start(cfg: ZeroConfig, run_dir: Path, events: Events) -> Trainer:
     return t
 
 
-def resume(cfg: ZeroConfig, run_dir: Path, events: Events) -> Trainer:
-    latest = runs.latest_checkpoint(run_dir)
-    t = setup(cfg, run_dir, latest, resume_from=latest)
-    session.rewind_logs(run_dir, t.state["step"], events)
+def resume(cfg: ZeroConfig, run_dir: Path, events: Events, latest: Path) -> Trainer:
+    # A LoRA run continues on its original base plus the checkpoint's adapter (the checkpoint's
+    # model files hold the merged weights, for plain transformers).
+    model_dir = base_model_dir(cfg.model, cfg.pretrain, cfg.task, events) if cfg.model.lora.r else latest
+    t = setup(cfg, run_dir, model_dir, resume_from=latest)
+    with t.dist.main_first():  # the logs are rewound before any rank reads them
+        if t.dist.is_main:
+            session.rewind_logs(run_dir, t.state["step"], events)
     for row in runs.read_jsonl(run_dir / "metrics.jsonl"):  # the monitors see the whole run's history
         t.monitor.check(row)
     events.info(f"resuming {run_dir} from step {t.state['step']}")
@@ -90,13 +111,24 @@ def resume(cfg: ZeroConfig, run_dir: Path, events: Events) -> Trainer:
 
 def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | None = None) -> Trainer:
     session.seed_and_threads(cfg.run)
-    model, tokenizer = load_model_dir(resume_from or model_dir, cfg.model.dtype)
+    d = dist.current()
+    model, tokenizer = load_model_dir(model_dir, cfg.model.dtype)
+    model = lora.apply(model, cfg.model.lora)
+    if resume_from is not None and lora.is_lora(model):
+        lora.load_adapter(model, resume_from)
+    d.broadcast_params(model)
     task = get_task(cfg.task.name, **cfg.task.options)
-    engine = make_engine(cfg.rollout.engine, model, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
+
+    def make(policy):
+        return make_engine(cfg.rollout.engine, policy, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
+
+    engine = lora.MergedEngine(model, make) if lora.is_lora(model) else make(model)
     g = cfg.grpo
     optimizer = optim.adamw(model, g.lr, g.weight_decay)
     scheduler = optim.schedule(optimizer, g.warmup_steps)
     prefer_fast_attention(model, cfg.model.bf16)
+    if cfg.model.gradient_checkpointing:
+        unpadded.enable_checkpointing(model)
     ref_model = _frozen_copy(model) if g.beta > 0 else None  # beta 0 loads no reference
     state = {"step": 0, "base_accuracy": None, "seconds": 0.0, "bad_steps": 0}
     ledger = CostLedger(n_params=count_params(model))
@@ -104,7 +136,7 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
         state = {"bad_steps": 0, **checkpoint.load(resume_from, optimizer, scheduler, ref_model)}
         ledger = CostLedger.from_dict(state["cost"])
     return Trainer(cfg, run_dir, model, tokenizer, task, engine, optimizer, scheduler, ref_model,
-                   stop_token_ids(tokenizer), state, ledger, RunMonitor())
+                   stop_token_ids(tokenizer), state, ledger, RunMonitor(), d)
 
 
 def _frozen_copy(model):
@@ -149,14 +181,19 @@ def held_out_eval(t: Trainer, problems: int, k: int, seed: int):
 
 
 def save(t: Trainer) -> Path:
+    """Rank 0 writes the checkpoint (the ranks' weights and optimizer states are identical); the
+    others wait for it, so none runs ahead of a checkpoint it might have to resume from."""
     t.state["cost"] = t.ledger.to_dict()
-    return checkpoint.save(t.run_dir, t.state["step"], t.model, t.tokenizer, t.optimizer, t.scheduler, t.state,
-                           t.ref_model)
+    path = None
+    if t.dist.is_main:
+        path = checkpoint.save(t.run_dir, t.state["step"], t.model, t.tokenizer, t.optimizer, t.scheduler,
+                               t.state, t.ref_model)
+    return t.dist.broadcast(path)
 
 
 def finish(t: Trainer, events: Events, seconds_before: float, session_start: float) -> dict:
     final = held_out_eval(t, t.cfg.eval.problems, t.cfg.eval.k, seed=1)
-    latest = runs.latest_checkpoint(t.run_dir)
+    latest = t.dist.broadcast(runs.latest_checkpoint(t.run_dir))  # save() is collective: one decision
     if latest is None or latest.name != f"checkpoint-{t.state['step']}":
         save(t)
     t.state["seconds"] = seconds_before + time.time() - session_start
@@ -175,7 +212,8 @@ def finish(t: Trainer, events: Events, seconds_before: float, session_start: flo
         "parameters": count_params(t.model, exclude_embeddings=False),
         "cost": t.ledger.to_dict(),
     }
-    runs.write_json(t.run_dir / "summary.json", summary)
+    if t.dist.is_main:
+        runs.write_json(t.run_dir / "summary.json", summary)
     events.done(summary)
     return summary
 

@@ -3,7 +3,8 @@ updates → the metrics row and the logged samples. With DAPO's dynamic sampling
 rewards are all equal are dropped and the step is refilled with fresh prompts.
 
 Problems and sampling noise depend only on (seed, step, round): a resumed run draws exactly what
-the uninterrupted one would have drawn.
+the uninterrupted one would have drawn. With several processes each rank samples and scores its
+share of the prompts and trains on its share of the groups (`aha.stages.grpo_shard`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from aha.observe.metrics import behaviour_metrics
 from aha.observe.monitors import RunMonitor
 from aha.rewards import combine, get_reward
 from aha.rollout import SamplingParams
+from aha.stages import grpo_shard
 from aha.template import render_prompt
+from aha.train.dist import SINGLE, Dist
 from aha.train.layout import RolloutBatch
 from aha.train.update import policy_update
 
@@ -44,6 +47,7 @@ class Trainer:
     state: dict  # step, base evaluation, seconds so far — saved with checkpoints
     ledger: CostLedger  # tokens, FLOPs and seconds per phase; saved with checkpoints
     monitor: RunMonitor
+    dist: Dist = SINGLE  # this process's rank among the run's processes
 
 
 @dataclass
@@ -71,11 +75,11 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
     clock = time.time()
     batch = RolloutBatch.from_completions(rollout.prompt_ids, completions, advantages)
     update = policy_update(
-        t.model, t.optimizer, batch, pad_id=t.tokenizer.pad_token_id, micro_batch_size=g.micro_batch_size,
+        t.model, t.optimizer, grpo_shard.rank_share(batch, t.dist, g.group_size), pad_id=t.tokenizer.pad_token_id, micro_batch_size=g.micro_batch_size,
         mu=g.mu, eps_low=g.eps_low, eps_high=g.eps_high, beta=g.beta, loss_agg=g.loss_agg,
         max_len=cfg.rollout.max_new_tokens, temperature=max(cfg.rollout.temperature, 1e-6),
         max_grad_norm=g.max_grad_norm, ref_model=t.ref_model, bf16=cfg.model.bf16,
-        micro_batch_tokens=g.micro_batch_tokens,
+        micro_batch_tokens=g.micro_batch_tokens, dist=t.dist,
     )
     t.scheduler.step()
     t.engine.load_weights(t.model.state_dict())  # on-policy sync (the torch engine shares the module: no-op)
@@ -118,32 +122,40 @@ def _sample_groups(t: Trainer, step: int) -> tuple[Rollout, float]:
 
 
 def _generate_and_score(t: Trainer, step: int, round_: int) -> tuple[Rollout, float]:
+    """The round's global prompts; this rank samples and scores its share, and the shares are
+    gathered into the global rollout (one process: its share is everything)."""
     cfg, g = t.cfg, t.cfg.grpo
     clock = time.time()
     seed, sampling_seed = cfg.run.seed * 1_000_003 + step, cfg.run.seed * 7919 + step
     if round_:  # refills draw other prompts and other noise; round 0 is the plain step
         seed, sampling_seed = seed + 7_777_777 * round_, sampling_seed + 3_333_333 * round_
     problems = t.task.problems("train", g.prompts_per_step, seed=seed)
+    lo, hi = t.dist.share(len(problems))
+    problems = problems[lo:hi]
     prompt_ids = [t.tokenizer(render_prompt(p.question, cfg.prompt.template, t.tokenizer))["input_ids"]
                   for p in problems]
+    # Row-keyed noise whenever the rows are split (or asked for): 1 and N processes then agree.
+    row_noise = t.dist.active or cfg.rollout.noise == "row"
     params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                            top_p=cfg.rollout.top_p, stop_token_ids=t.stops, seed=sampling_seed)
-    completions = t.engine.generate(prompt_ids, params, n=g.group_size)
+                            top_p=cfg.rollout.top_p, stop_token_ids=t.stops, seed=sampling_seed,
+                            row_offset=lo * g.group_size if row_noise else None)
+    completions = t.engine.generate(prompt_ids, params, n=g.group_size) if problems else []
     rollout_seconds = time.time() - clock
-    lengths = [len(c.ids) for c in completions]
-    t.ledger.add("rollout", seconds=rollout_seconds, tokens_generated=sum(lengths),
-                 tokens_forward=sum(len(p) for p in prompt_ids))
 
     clock = time.time()
     expanded = [problems[c.prompt_index] for c in completions]
     # The prompt's language, for the language-consistency reward and the mixing metric (R1 §2.3.2).
     scored = combine(cfg.rewards, [c.text for c in completions], problems=expanded, task=t.task,
-                     truncated=[c.truncated for c in completions], lengths=lengths,
+                     truncated=[c.truncated for c in completions], lengths=[len(c.ids) for c in completions],
                      max_new_tokens=cfg.rollout.max_new_tokens,
                      target_language=[p.meta.get("language", "en") for p in expanded])
     reward_seconds = time.time() - clock
+    part = grpo_shard.gather_rollout(Rollout(problems, prompt_ids, list(completions), scored), t.dist, lo)
+    # The ledger counts the global batch's tokens (what every rank holds now) and this rank's seconds.
+    t.ledger.add("rollout", seconds=rollout_seconds, tokens_generated=sum(len(c.ids) for c in part.completions),
+                 tokens_forward=sum(len(p) for p in part.prompt_ids))
     t.ledger.add("reward", seconds=reward_seconds)
-    return Rollout(problems, prompt_ids, completions, scored), reward_seconds
+    return part, reward_seconds
 
 
 def _informative_groups(part: Rollout, group_size: int) -> Rollout:

@@ -7,6 +7,8 @@ latest checkpoint) → held-out loss → epochs of seeded batches of `sft.batch_
 optimizer step over token-budgeted micro-batches in the unpadded layout (packing without
 cross-document attention: every linear layer runs on real tokens only) → held-out loss → the final
 HF model directory in `run_dir/model`, which `transformers` loads and `aha zero model=…` continues.
+Under `torchrun`/`accelerate launch` each rank trains on its share of every batch's rows (loss over
+the global token count, gradients summed: `aha.train.dist`); rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from aha import runs
 from aha.algo.objectives import OBJECTIVES
 from aha.config import SFTConfig, save_config
 from aha.events import Events
+from aha.models import lora
 from aha.models.loading import load_model_dir
 from aha.observe.cost import CostLedger, count_params
 from aha.stages.pretrain import base_model_dir
-from aha.train import checkpoint, guard, optim, session
+from aha.train import checkpoint, dist, guard, optim, session, unpadded
 from aha.train.forward import autocast, prefer_fast_attention
 from aha.train.layout import RolloutBatch, micro_batches
 from aha.train.sft_data import Example, load_dataset
@@ -35,11 +38,11 @@ from aha.train.update import optimizer_step
 
 def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     """Train for `sft.epochs`, continuing from the latest checkpoint in `run_dir` if there is one."""
-    events = (events or Events()).for_stage("sft")
+    d = dist.init()
+    events = (events if d.is_main and events else Events()).for_stage("sft")  # one console, one logger set
     session.seed_and_threads(cfg.run)
-    latest = runs.latest_checkpoint(run_dir)
-    model, tokenizer = load_model_dir(latest or base_model_dir(cfg.model, cfg.pretrain, cfg.task, events),
-                                      cfg.model.dtype)
+    latest = d.broadcast(runs.latest_checkpoint(run_dir))
+    model, tokenizer = _load_policy(cfg, latest, events, d)
     data = load_dataset(cfg.data, tokenizer, cfg.run.seed)
     for reason in data.dropped[:5]:
         events.warning(f"not trained on: {reason}")
@@ -49,17 +52,21 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     optimizer = optim.adamw(model, s.lr, s.weight_decay)
     scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
     prefer_fast_attention(model, cfg.model.bf16)
+    if cfg.model.gradient_checkpointing:
+        unpadded.enable_checkpointing(model)
     state = {"step": 0, "seconds": 0.0, "bad_steps": 0, "held_out_loss_start": None}
     ledger = CostLedger(n_params=count_params(model))
     if latest is not None:
         state = checkpoint.load(latest, optimizer, scheduler)
         ledger = CostLedger.from_dict(state["cost"])
-        session.rewind_logs(run_dir, state["step"], events, names=("metrics.jsonl",))
+        if d.is_main:
+            session.rewind_logs(run_dir, state["step"], events, names=("metrics.jsonl",))
         events.info(f"resuming {run_dir} from step {state['step']}")
-    else:
+    elif d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
-    events = session.with_loggers(events, cfg.run, run_dir, cfg)
+    if d.is_main:
+        events = session.with_loggers(events, cfg.run, run_dir, cfg)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     trainer = _Trainer(cfg, run_dir, model, tokenizer, optimizer, scheduler, state, ledger, pad_id)
 
@@ -75,16 +82,31 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
                 row["held_out_loss"] = trainer.held_out_loss(data.held_out)
             diverged = guard.check_update(row, state, cfg.run.max_bad_steps, events, runs.latest_checkpoint(run_dir))
             state["step"], state["seconds"] = step, seconds_before + time.time() - clock
-            runs.append_jsonl(run_dir / "metrics.jsonl", [row])
+            if d.is_main:
+                runs.append_jsonl(run_dir / "metrics.jsonl", [row])
             events.metrics(step, row)
             if diverged:
                 raise diverged
             if step % cfg.run.save_every == 0:
                 trainer.save()
             events.advance(step, total_steps, f"loss {row['loss']:.4f}  lr {row['lr']:.2e}")
-            if stop.requested:
-                raise StopRequested(stop.signum, step, trainer.save())
+            if (d.all_sum([float(stop.requested)])[0] > 0) if d.active else stop.requested:  # all ranks stop together
+                raise StopRequested(stop.signum or 15, step, trainer.save())
     return _finish(trainer, data, events)
+
+
+def _load_policy(cfg: SFTConfig, latest: Path | None, events: Events, d: dist.Dist):
+    """The policy to train: the base (fresh), or the latest checkpoint — which for a LoRA run is
+    the original base plus the checkpoint's adapter (the checkpoint's model files hold the merged
+    weights). Rank 0 builds a missing embedded base first; every rank then holds rank 0's weights."""
+    with d.main_first():
+        base = None if latest and not cfg.model.lora.r else base_model_dir(cfg.model, cfg.pretrain, cfg.task, events)
+    model, tokenizer = load_model_dir(base or latest, cfg.model.dtype)
+    model = lora.apply(model, cfg.model.lora)
+    if latest is not None and lora.is_lora(model):
+        lora.load_adapter(model, latest)
+    d.broadcast_params(model)
+    return model, tokenizer
 
 
 def _batch(train: list[Example], epoch: int, index: int, rows: int, seed: int) -> list[Example]:
@@ -100,6 +122,7 @@ class _Trainer:
         self.cfg, self.run_dir, self.model, self.tokenizer = cfg, run_dir, model, tokenizer
         self.optimizer, self.scheduler, self.state, self.ledger, self.pad_id = optimizer, scheduler, state, ledger, pad_id
         self.device = next(model.parameters()).device
+        self.dist = dist.current()
 
     def _micro(self, examples: list[Example]):
         batch = RolloutBatch([e.prompt_ids for e in examples], [e.completion_ids for e in examples], None, None)
@@ -110,21 +133,23 @@ class _Trainer:
 
     def train_step(self, step: int, epoch: int, examples: list[Example]) -> dict:
         clock = time.time()
-        batch, micro = self._micro(examples)
+        lo, hi = self.dist.share(len(examples))  # this rank's rows; the loss is over the global tokens
+        batch, micro = self._micro(examples[lo:hi]) if hi > lo else (None, [])
+        n_tokens = int(self.dist.all_sum([batch.n_tokens if batch else 0])[0])
         nll = OBJECTIVES.get_or_raise("nll")
         self.model.train()
         stats = optimizer_step(self.model, self.optimizer, micro,
-                               lambda m, mb, logp: nll(logp, mb.mask, n_tokens=batch.n_tokens),
+                               lambda m, mb, logp: nll(logp, mb.mask, n_tokens=n_tokens),
                                temperature=1.0, max_grad_norm=self.cfg.sft.max_grad_norm, bf16=self.cfg.model.bf16,
-                               n_tokens=batch.n_tokens, entropy=False)
+                               n_tokens=n_tokens, entropy=False, dist=self.dist)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         seconds = time.time() - clock
-        forward_tokens = sum(m.forward_tokens for m in micro)
+        forward_tokens = int(self.dist.all_sum([sum(m.forward_tokens for m in micro)])[0])
         self.ledger.add("update", seconds=seconds, tokens_trained=forward_tokens)
         return {"step": step, "epoch": epoch, "loss": stats["loss"], "grad_norm": stats["grad_norm"],
                 "skipped": stats["skipped"], "lr": lr, "rows": len(examples),
-                "tokens_trained": batch.n_tokens, "forward_tokens": forward_tokens, "seconds/update": seconds,
+                "tokens_trained": n_tokens, "forward_tokens": forward_tokens, "seconds/update": seconds,
                 "tokens_per_second": forward_tokens / max(seconds, 1e-9)}
 
     @torch.no_grad()
@@ -142,19 +167,24 @@ class _Trainer:
         return total / max(batch.n_tokens, 1)
 
     def save(self) -> Path:
+        """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait."""
         self.state["cost"] = self.ledger.to_dict()
-        return checkpoint.save(self.run_dir, self.state["step"], self.model, self.tokenizer, self.optimizer,
-                               self.scheduler, self.state)
+        path = None
+        if self.dist.is_main:
+            path = checkpoint.save(self.run_dir, self.state["step"], self.model, self.tokenizer, self.optimizer,
+                                   self.scheduler, self.state)
+        return self.dist.broadcast(path)
 
 
 def _finish(t: _Trainer, data, events: Events) -> dict:
     end_loss = t.held_out_loss(data.held_out)
-    latest = runs.latest_checkpoint(t.run_dir)
+    latest = t.dist.broadcast(runs.latest_checkpoint(t.run_dir))  # save() is collective: one decision
     if latest is None or latest.name != f"checkpoint-{t.state['step']}":
         t.save()
     model_dir = t.run_dir / "model"
-    t.model.save_pretrained(model_dir)
-    t.tokenizer.save_pretrained(model_dir)
+    if t.dist.is_main:
+        lora.for_saving(t.model).save_pretrained(model_dir)  # merged with a LoRA policy (+ adapter/)
+        t.tokenizer.save_pretrained(model_dir)
     phases = t.ledger.phases
     summary = {
         "stage": "sft", "held_out_loss_start": t.state["held_out_loss_start"], "held_out_loss_end": end_loss,
@@ -163,6 +193,7 @@ def _finish(t: _Trainer, data, events: Events) -> dict:
         "tokens_trained": phases["update"].tokens_trained if "update" in phases else 0,
         "model_dir": str(model_dir), "cost": t.ledger.to_dict(),
     }
-    runs.write_json(t.run_dir / "summary.json", summary)
+    if t.dist.is_main:
+        runs.write_json(t.run_dir / "summary.json", summary)
     events.done(summary)
     return summary

@@ -24,7 +24,9 @@ def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state
         raise DivergedError(f"step {step}: the weights are not finite; not saving them over "
                             f"{runs.latest_checkpoint(run_dir) or 'nothing'}")
     trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
-    path = runs.save_checkpoint(run_dir, step, model, tokenizer, trainer_state)
+    from aha.models import lora  # a LoRA policy saves merged weights plus its adapter
+
+    path = runs.save_checkpoint(run_dir, step, lora.for_saving(model), tokenizer, trainer_state)
     if ref_model is not None:
         (path / "reference").mkdir(exist_ok=True)
         torch.save(ref_model.state_dict(), path / "reference" / "weights.pt")

@@ -11,7 +11,8 @@ def adamw(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     # β2 = 0.99, not 0.999: RL and short SFT runs have few steps, and a second moment that forgets
     # faster follows the shifting gradient scale (TRL's and verl's GRPO defaults differ; this one
     # is what aha's runs were measured with).
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+    # Trainable parameters only: with LoRA the frozen base has no optimizer state.
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
 
 
 def schedule(optimizer, warmup_steps: int, total_steps: int | None = None, shape: str = "constant"):

@@ -20,7 +20,9 @@ def usable_cores() -> int:
 
 
 def seed_and_threads(run_cfg) -> None:
-    torch.set_num_threads(run_cfg.threads or usable_cores())
+    # Processes launched together on one machine (torchrun sets LOCAL_WORLD_SIZE) split its cores.
+    local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(run_cfg.threads or max(1, usable_cores() // local_procs))
     torch.manual_seed(run_cfg.seed)
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from aha.algo.losses import token_logprobs_and_entropy
@@ -43,6 +44,15 @@ def supports(model) -> bool:
     cfg = model.config
     return (getattr(cfg, "model_type", None) in SUPPORTED_TYPES and not has_sliding_window(cfg)
             and getattr(cfg, "_attn_implementation", None) in MASKABLE_ATTENTION)
+
+
+def enable_checkpointing(model) -> None:
+    """Gradient checkpointing for this forward (the only update forward that honours it: the others
+    run the HF module with a prompt cache, which HF's own checkpointing switches off)."""
+    if not supports(model):
+        raise ValueError("model.gradient_checkpointing needs aha's unpadded update forward: a "
+                         f"{'/'.join(SUPPORTED_TYPES)} decoder with sdpa or eager attention and no sliding window")
+    model.aha_gradient_checkpointing = True
 
 
 def _attention_fn(model):
@@ -74,8 +84,14 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     to_low = (lambda t: t) if low is None else (lambda t: t.to(low))
     cos, sin = to_low(cos), to_low(sin)
     attention = _attention_fn(model)
+    # Gradient checkpointing (model.gradient_checkpointing) keeps only each layer's input and reruns
+    # the layer in the backward.
+    checkpointing = getattr(model, "aha_gradient_checkpointing", False) and torch.is_grad_enabled()
     for layer in inner.layers:
-        x = _layer(layer, x, cos, sin, to_low, attention, flat)
+        if checkpointing:
+            x = checkpoint(_layer, layer, x, cos, sin, to_low, attention, flat, use_reentrant=False)
+        else:
+            x = _layer(layer, x, cos, sin, to_low, attention, flat)
     return _scatter_logprobs(model, inner.norm(x), flat, tokens, mask, temperature, entropy)
 
 

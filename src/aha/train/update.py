@@ -14,18 +14,21 @@ import torch
 
 from aha.algo.objectives import OBJECTIVES
 from aha.train import unpadded
+from aha.train.dist import SINGLE, Dist
 from aha.train.forward import autocast, can_share_prompts, prefer_fast_attention  # noqa: F401 (re-exported)
 from aha.train.layout import MicroBatch, RolloutBatch, micro_batches
 
 
 def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable, *, temperature: float,
                    max_grad_norm: float, bf16: bool, n_tokens: int, clock=None, log_gap: bool = False,
-                   entropy: bool = True) -> dict:
+                   entropy: bool = True, dist: Dist = SINGLE) -> dict:
     """Accumulate `loss_of(index, micro_batch, logp) -> (loss, stats)` over the micro-batches and
     take one optimizer step. Returns summed stats plus loss, entropy, grad_norm, `skipped` (1.0 when
     the loss or gradient norm was not finite and no step was taken) and, with `log_gap`, the mean
     |trainer − rollout| log-prob gap. `entropy=False` (SFT, which does not log it) skips the
-    per-token entropy and leaves it out of the stats."""
+    per-token entropy and leaves it out of the stats. With several processes (`dist`), `micro` is
+    this rank's share and `n_tokens` the global count: gradients and stats are summed over ranks
+    before the step, so every rank clips, checks and steps on the same global gradient."""
     clock = clock or _Clock(None)
     device = next(model.parameters()).device
     stats = {"loss": 0.0, "entropy": 0.0} if entropy else {"loss": 0.0}
@@ -47,6 +50,9 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
             for key, value in extra.items():
                 stats[key] = stats.get(key, 0.0) + value
         clock.lap("backward")
+    if dist.active:
+        dist.all_reduce_grads(model)
+        stats = _summed_over_ranks(stats, dist)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     stats["grad_norm"] = grad_norm
     # A NaN/inf loss or gradient would turn every weight (and Adam's moments) non-finite for good:
@@ -60,25 +66,36 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
     return stats
 
 
+def _summed_over_ranks(stats: dict, dist: Dist) -> dict:
+    """Stats are sums normalised by global counts: their sum over ranks is the global batch's. A
+    rank with no rows this step lacks the objective's keys: the key set is agreed first."""
+    keys = sorted(set().union(*dist.gather(sorted(stats))))
+    return dict(zip(keys, dist.all_sum([stats.get(k, 0.0) for k in keys])))
+
+
 def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_batch_size: int,
                   mu: int, eps_low: float, eps_high: float, beta: float, loss_agg: str, max_len: int,
                   temperature: float, max_grad_norm: float, ref_model=None, timings: dict | None = None,
-                  bf16: bool = False, share_prompts: bool | None = None, micro_batch_tokens: int | None = None) -> dict:
+                  bf16: bool = False, share_prompts: bool | None = None, micro_batch_tokens: int | None = None,
+                  dist: Dist = SINGLE) -> dict:
     """μ GRPO optimizer steps on one batch of rollouts; returns the metrics (averaged over the μ
     steps; `skipped` counts the steps the non-finite guard refused). `timings`, when given, is
     filled with seconds spent in the reference forward, the loss forward and the backward (+ step).
     `share_prompts` (default: whenever a prompt repeats and the architecture allows) computes each
-    prompt once per group; `bf16` runs the forwards and backwards under bf16 autocast."""
+    prompt once per group; `bf16` runs the forwards and backwards under bf16 autocast. With several
+    processes, `batch` is this rank's share of the step's groups: the loss is normalised by the
+    global sequence and token counts, so the ranks' gradients add up to the global batch's."""
     clock = _Clock(timings)
     device = next(model.parameters()).device
-    n_seqs, n_tokens = len(batch.completion_ids), batch.n_tokens
+    n_local = len(batch.completion_ids)
+    n_seqs, n_tokens = (int(x) for x in dist.all_sum([n_local, batch.n_tokens]))
     if share_prompts is None:
         # The grouped layout pays when a prompt repeats (it runs once) and, where the unpadded
         # forward applies, even when none does (no matmul on a pad).
         repeats = len({tuple(p) for p in batch.prompt_ids}) < n_seqs
         share_prompts = can_share_prompts(model) and (repeats or unpadded.supports(model))
     # Built once: the reference pass and all μ inner updates read the same tensors.
-    micro = micro_batches(batch, micro_batch_size, pad_id, device, share_prompts, micro_batch_tokens)
+    micro = micro_batches(batch, micro_batch_size, pad_id, device, share_prompts, micro_batch_tokens) if n_local else []
     ref = None
     if beta > 0:
         with torch.no_grad(), autocast(device, bf16):
@@ -87,7 +104,7 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
     model.train()
     objective = OBJECTIVES.get_or_raise("grpo")
     totals = {"loss": 0.0, "kl": 0.0, "clip_frac": 0.0, "entropy": 0.0, "grad_norm": 0.0, "skipped": 0.0,
-              "forward_tokens": sum(m.forward_tokens for m in micro)}
+              "forward_tokens": int(dist.all_sum([sum(m.forward_tokens for m in micro)])[0])}
     for inner_step in range(mu):
         def loss_of(m: int, mb: MicroBatch, logp):
             # With one update per batch the policy that sampled is the one being trained: the ratio
@@ -100,7 +117,7 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
                              n_tokens=n_tokens, max_len=max_len, beta=beta, ref_logp=ref[m] if ref else None)
 
         step = optimizer_step(model, optimizer, micro, loss_of, temperature=temperature, max_grad_norm=max_grad_norm,
-                              bf16=bf16, n_tokens=n_tokens, clock=clock, log_gap=inner_step == 0)
+                              bf16=bf16, n_tokens=n_tokens, clock=clock, log_gap=inner_step == 0, dist=dist)
         if inner_step == 0:
             totals["rollout_logprob_gap"] = step.pop("rollout_logprob_gap")
         for key, value in step.items():

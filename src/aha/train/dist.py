@@ -1,0 +1,159 @@
+"""Several processes, one training run: the few collective operations aha's trainers need, and a
+single-process stand-in whose operations are no-ops, so a stage's code reads the same either way.
+
+Launched by `torchrun --nproc_per_node N -m aha …` or `accelerate launch --num_processes N -m aha …`
+(both set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT). Plain data parallelism:
+every rank holds the whole model; each samples, scores and trains on its own share of the step's
+groups; gradients are summed across ranks after the backward (`all_reduce_grads`), so every rank
+takes the same optimizer step and the weights stay identical without a DDP wrapper — aha's
+forwards call `model.model` / `model.lm_head` directly, which a DDP wrapper's hooks would not see.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def share(self, n: int) -> tuple[int, int]:
+        """This rank's contiguous slice [lo, hi) of n items: sizes differ by at most one, lower ranks
+        take the extra ones (so the concatenation over ranks is the original order)."""
+        base, extra = divmod(n, self.world)
+        lo = self.rank * base + min(self.rank, extra)
+        return lo, lo + base + (self.rank < extra)
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks, in float64 (token counts stay exact up to 2**53)."""
+        if not self.active:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=_device())
+        torch_dist.all_reduce(t)
+        return t.tolist()
+
+    def gather(self, obj) -> list:
+        """Every rank's `obj` (picklable), in rank order, on every rank."""
+        if not self.active:
+            return [obj]
+        out: list = [None] * self.world
+        torch_dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj):
+        """Rank 0's `obj` on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        torch_dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_reduce_grads(self, model) -> None:
+        """Sum every trainable parameter's gradient over ranks. Losses are normalised by the global
+        token/sequence counts, so the sum is the gradient of the global batch's loss. Parameters
+        without a gradient on this rank (no rows this step) contribute zeros. Flattened into one
+        buffer per dtype: one collective instead of one per tensor."""
+        if not self.active:
+            return
+        params = [p for p in model.parameters() if p.requires_grad]
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        by_dtype: dict[torch.dtype, list] = {}
+        for p in params:
+            by_dtype.setdefault(p.grad.dtype, []).append(p)
+        for group in by_dtype.values():
+            flat = torch.cat([p.grad.reshape(-1) for p in group])
+            torch_dist.all_reduce(flat)
+            offset = 0
+            for p in group:
+                n = p.grad.numel()
+                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+                offset += n
+
+    def broadcast_params(self, model) -> None:
+        """Rank 0's weights everywhere: ranks load the same files, but a stray random init (a new
+        head, a LoRA adapter) must not differ between them."""
+        if not self.active:
+            return
+        for tensor in [*model.parameters(), *model.buffers()]:
+            torch_dist.broadcast(tensor.data, src=0)
+
+    def barrier(self) -> None:
+        if self.active:
+            torch_dist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (builds a cache, creates a directory), then the others."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
+
+
+SINGLE = Dist()
+
+
+def _device() -> torch.device:
+    # NCCL reduces GPU tensors only; gloo CPU ones.
+    return torch.device("cuda", torch.cuda.current_device()) if _backend() == "nccl" else torch.device("cpu")
+
+
+def _backend() -> str:
+    return torch_dist.get_backend() if torch_dist.is_initialized() else "gloo"
+
+
+def init() -> Dist:
+    """The process group from the launcher's environment (idempotent); the single-process stand-in
+    when no launcher set WORLD_SIZE > 1. Gloo by default: aha's trainers keep the model where
+    `from_pretrained` put it (the CPU), and NCCL reduces GPU tensors only; AHA_DIST_BACKEND=nccl
+    is for a build that places the model on the rank's GPU (unverified here: no GPU)."""
+    _refuse_sharding_launchers()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return SINGLE
+    if not torch_dist.is_initialized():
+        backend = os.environ.get("AHA_DIST_BACKEND", "gloo")
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch_dist.init_process_group(backend)
+    return Dist(torch_dist.get_rank(), torch_dist.get_world_size())
+
+
+class ShardingNotImplemented(ValueError):
+    """An FSDP or DeepSpeed launch: aha would silently replicate the model instead of sharding it."""
+
+
+def _refuse_sharding_launchers() -> None:
+    # `accelerate launch` with an FSDP/DeepSpeed config sets these; aha's trainers would run plain
+    # replicated data parallelism under them, which is not what that config promises (memory).
+    for var, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(var, "").lower() in ("1", "true"):
+            raise ShardingNotImplemented(
+                f"launched with an accelerate {name} config, but aha's trainers do replicated data parallelism "
+                "only (every rank holds the whole model and optimizer state); launch with the ddp or ddp-cpu "
+                "config (src/aha/recipes/accelerate/), or see `aha plan` for whether the model fits replicated")
+
+
+def current() -> Dist:
+    """The initialised group's view of this process, or the single-process stand-in."""
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        return Dist(torch_dist.get_rank(), torch_dist.get_world_size())
+    return SINGLE
