@@ -98,3 +98,39 @@ def test_tokenizer_round_trips_both_scripts(tmp_path):
     tok = train_tokenizer(corpus, 300)
     for text in corpus[:50]:
         assert tok.decode(tok(text)["input_ids"]) == text
+
+
+@pytest.fixture(scope="module")
+def tiny_bilingual_dir(tmp_path_factory):
+    import torch
+
+    from aha.stages.pretrain import pretrain
+    from tests.conftest import TINY
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("tiny-bilingual")
+    pretrain(TINY, get_task("division_bilingual"), out)
+    return out
+
+
+def test_zero_on_the_bilingual_task_logs_mixing(tmp_path, tiny_bilingual_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from aha import runs
+    from aha.cli import app
+
+    args = ["zero", f"model.path={tiny_bilingual_dir}", f"run.out_dir={tmp_path}", "run.name=bi",
+            "task.name=division_bilingual", "rewards={accuracy: 1.0, format: 0.2, language_consistency: 1.0}",
+            "grpo.steps=2", "grpo.prompts_per_step=4", "grpo.group_size=4", "rollout.max_new_tokens=24",
+            "eval.problems=8", "eval.k=2", "eval.every=1", "eval.during_problems=4", "run.progress=false",
+            "run.threads=1"]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = runs.read_jsonl(tmp_path / "bi" / "metrics.jsonl")
+    assert all(0.0 <= r["language_mixing_rate"] <= 1.0 for r in rows)
+    assert "reward/language_consistency" in rows[0] and "eval/language_mixing_rate" in rows[0]
+    summary = json.loads((tmp_path / "bi" / "summary.json").read_text())
+    for key in ("base_eval", "final_eval"):
+        assert set(summary[key]["language_mixing"]) <= {"all", "en", "zh"} and "all" in summary[key]["language_mixing"]
