@@ -24,7 +24,7 @@ from pathlib import Path
 
 from aha.observe.stats import mean_ci95
 
-ARMS = {"accuracy": "{accuracy: 1.0, format: 0.2}",
+ARMS = {"accuracy": "{{accuracy: 1.0, format: 0.2}}",  # str.format templates: braces doubled
         "consistency": "{{accuracy: 1.0, format: 0.2, language_consistency: {w}}}"}
 
 
@@ -93,14 +93,18 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=2, help="runs at once (each on one thread)")
     ap.add_argument("--out", type=Path, default=Path("runs/r1-mixing"))
     ap.add_argument("--extra", nargs="*", default=[], help="more key=value overrides for every run")
+    ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
+                    help="arms to run now (the table needs both, finished)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
-    jobs = [(arm, seed) for seed in args.seeds for arm in ARMS]
+    jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     with ThreadPoolExecutor(args.jobs) as pool:
-        dirs = list(pool.map(lambda j: run_one(args.out, j[0], j[1], args.weight, args.extra, logs), jobs))
-    rows = {job: figures(d) for job, d in zip(jobs, dirs)}
+        list(pool.map(lambda j: run_one(args.out, j[0], j[1], args.weight, args.extra, logs), jobs))
+    if set(args.arms) != set(ARMS):
+        return
+    rows = {(arm, seed): figures(args.out / f"{arm}-s{seed}") for seed in args.seeds for arm in ARMS}
     text = report(rows, args.seeds)
     (args.out / "table.md").write_text(text + "\n")
     print(text)
