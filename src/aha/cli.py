@@ -263,15 +263,7 @@ def pretrain(
         cfg = load_config(ZeroConfig, recipe, overrides)
     except USER_ERRORS as err:
         _fail(err)
-    import importlib
-
-    from aha.events import Events
-    from aha.terminal import ConsoleView
-    from aha.train.checkpoint import DivergedError
-    from aha.train.signals import StopRequested
-
     _quiet_transformers()
-    stage = importlib.import_module(stage_module).run
     view = ConsoleView(console, progress=cfg.run.progress)
     path = ensure_base_model(cfg.pretrain, cfg.task, Events([view]), rebuild=rebuild)
     view.close()

@@ -8,14 +8,19 @@ variables in any language's reasoning). Each Han/kana character counts as one wo
 Chinese and Japanese have no spaces.
 
 `word_languages` and `language_mixing_rate` are the reusable detector (the language-mixing metric
-in `aha.observe` uses them).
+in `aha.observe` uses them). Which word counts as the target language is decided by a registered
+detector (`DETECTORS`): `script` (default, no dependency) or `lingua` — for languages that share a
+script — with the optional extra `lingua-language-detector` (`pip install 'aha[lingua]'`); the
+reward `language_consistency_lingua` uses it.
 """
 
 from __future__ import annotations
 
 import unicodedata
-from typing import Sequence
+from functools import lru_cache
+from typing import Callable, Sequence
 
+from aha.algo.registry import Registry
 from aha.rewards.base import register_reward
 from aha.template import think_text
 
@@ -55,26 +60,30 @@ def word_languages(text: str) -> list[str]:
     >>> word_languages("so x = 3, 然后 we check")
     ['latin', 'han', 'han', 'latin', 'latin']
     """
-    labels: list[str] = []
-    current, length = None, 0
+    return [script for _, _, script in word_spans(text)]
 
-    def flush():
-        if current is not None and not (length == 1 and current in ("latin", "greek")):
-            labels.append(current)
 
-    for ch in text:
+def word_spans(text: str) -> list[tuple[int, int, str]]:
+    """(start, end, script) of each non-neutral word: runs of one script's letters, each Han/kana/
+    Thai character alone, one-letter Latin/Greek words (variables) left out."""
+    spans: list[tuple[int, int, str]] = []
+    current, start = None, 0
+
+    def flush(end: int):
+        if current is not None and not (end - start == 1 and current in ("latin", "greek")):
+            spans.append((start, end, current))
+
+    for i, ch in enumerate(text):
         script = char_script(ch)
         if script in _CHAR_WORD_SCRIPTS:
-            flush()
-            labels.append(script)
-            current, length = None, 0
-        elif script is not None and script == current:
-            length += 1
-        else:
-            flush()
-            current, length = script, (1 if script is not None else 0)
-    flush()
-    return labels
+            flush(i)
+            spans.append((i, i + 1, script))
+            current = None
+        elif script is None or script != current:
+            flush(i)
+            current, start = script, i
+    flush(len(text))
+    return spans
 
 
 def target_script(target: str) -> str:
@@ -93,32 +102,92 @@ def _matches(label: str, script: str) -> bool:
     return label == script
 
 
-def language_share(text: str, target: str = "en") -> float | None:
+# A detector labels each counted word of a text: True when it is in the target language.
+Detector = Callable[[str, str], list[bool]]
+DETECTORS = Registry("language detector")
+
+
+@DETECTORS.register("script")
+def script_detector(text: str, target: str) -> list[bool]:
+    """By Unicode script alone: exact for languages with scripts of their own, blind within one."""
+    script = target_script(target)
+    return [_matches(label, script) for _, _, label in word_spans(text)]
+
+
+@DETECTORS.register("lingua")
+def lingua_detector(text: str, target: str) -> list[bool]:
+    """Words of another script are decided by script; words in the target's script by lingua's
+    segmentation of mixed-language text (`detect_multiple_languages_of`), so `en` vs `fr` separates.
+    Only the target's script is shown to lingua (other words blanked, offsets kept)."""
+    script = target_script(target)
+    spans = word_spans(text)
+    same = [(a, b) for a, b, label in spans if _matches(label, script)]
+    code = target.lower()
+    if not same or code not in LANGUAGE_SCRIPTS or len(_script_languages(script)) < 2:
+        return [_matches(label, script) for _, _, label in spans]  # nothing for lingua to separate
+    visible = [" "] * len(text)
+    for a, b in same:
+        visible[a:b] = text[a:b]
+    segments = [(r.start_index, r.end_index, r.language.iso_code_639_1.name.lower())
+                for r in _lingua(script).detect_multiple_languages_of("".join(visible))]
+    labels = []
+    for a, b, label in spans:
+        if not _matches(label, script):
+            labels.append(False)
+            continue
+        # A word lingua left outside every segment keeps its script's verdict (it has no other).
+        found = next((lang for lo, hi, lang in segments if lo <= a < hi), code)
+        labels.append(found == code)
+    return labels
+
+
+def _script_languages(script: str) -> list[str]:
+    return sorted(code for code, s in LANGUAGE_SCRIPTS.items() if s == script)
+
+
+@lru_cache(maxsize=8)
+def _lingua(script: str):
+    """A lingua detector restricted to the known languages of one script (fewer candidates, fewer
+    confusions), built once per process."""
+    try:
+        from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+    except ImportError as err:
+        raise ImportError("the 'lingua' language detector needs the optional extra: "
+                          "pip install 'aha[lingua]'  (lingua-language-detector)") from err
+    languages = [Language.from_iso_code_639_1(IsoCode639_1.from_str(c)) for c in _script_languages(script)]
+    return LanguageDetectorBuilder.from_languages(*languages).build()
+
+
+def get_detector(name: str) -> Detector:
+    return DETECTORS.get_or_raise(name)
+
+
+def language_share(text: str, target: str = "en", detector: str = "script") -> float | None:
     """Share of words in the target language; None when the text has no words."""
-    script = target_script(target)  # validated even for text without words
-    labels = word_languages(text)
+    target_script(target)  # validated even for text without words
+    labels = get_detector(detector)(text, target)
     if not labels:
         return None
-    return sum(_matches(label, script) for label in labels) / len(labels)
+    return sum(labels) / len(labels)
 
 
-def language_mixing_rate(text: str, target: str = "en") -> float:
+def language_mixing_rate(text: str, target: str = "en", detector: str = "script") -> float:
     """Share of words NOT in the target language (0.0 for text without words).
 
     >>> language_mixing_rate("we add 3 and 4 得到 7", "en")
     0.4
     """
-    share = language_share(text, target)
+    share = language_share(text, target, detector)
     return 0.0 if share is None else 1.0 - share
 
 
 @register_reward("language_consistency")
 def language_consistency_reward(
-    completions: Sequence[str], *, target_language: str | Sequence[str] = "en", **_
+    completions: Sequence[str], *, target_language: str | Sequence[str] = "en", detector: str = "script", **_
 ) -> list[float]:
     """Share of target-language words in each chain of thought (`think_text`); a CoT with no
     words scores 0, so an empty thought cannot collect the bonus. `target_language` is one code
-    for the batch or a per-completion column.
+    for the batch or a per-completion column; `detector` names one of DETECTORS.
 
     >>> language_consistency_reward(["<think>add then carry</think><answer>7</answer>",
     ...                              "<think>先加 then carry</think><answer>7</answer>"])
@@ -127,4 +196,11 @@ def language_consistency_reward(
     targets = [target_language] * len(completions) if isinstance(target_language, str) else list(target_language)
     if len(targets) != len(completions):
         raise ValueError(f"target_language has {len(targets)} entries for {len(completions)} completions")
-    return [float(language_share(think_text(c), t) or 0.0) for c, t in zip(completions, targets)]
+    return [float(language_share(think_text(c), t, detector) or 0.0) for c, t in zip(completions, targets)]
+
+
+@register_reward("language_consistency_lingua")
+def language_consistency_lingua_reward(completions: Sequence[str], **columns) -> list[float]:
+    """`language_consistency` with the lingua detector: tells apart languages that share a script
+    (English vs French). Needs `pip install 'aha[lingua]'`."""
+    return language_consistency_reward(completions, **{**columns, "detector": "lingua"})

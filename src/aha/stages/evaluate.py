@@ -29,12 +29,16 @@ class EvalResult:
     completions: list  # (problem, [Completion]) for the report and reflection statistics
     # Per problem: each sample's accuracy and format scores, the majority answer and its verdict.
     details: list = field(default_factory=list)
+    # Share of other-language CoT words (R1 §2.3.2), overall and per prompt language; only for
+    # tasks whose problems name their language (meta["language"]).
+    language_mixing: dict | None = None
 
     def to_json(self) -> dict:
         return {f"pass@1": self.pass_at_1, f"cons@{self.k}": self.cons_at_k, f"pass@{self.k}": self.pass_at_k,
                 "k": self.k, "problems": self.problems, "format_rate": self.format_rate,
                 "response_length_mean": self.response_length_mean, "tokens_generated": self.tokens_generated,
-                "seconds": self.seconds}
+                "seconds": self.seconds,
+                **({"language_mixing": self.language_mixing} if self.language_mixing is not None else {})}
 
 
 def evaluate(engine: RolloutEngine, tokenizer, task: Task, problems: list[Problem], k: int,
@@ -63,4 +67,23 @@ def evaluate(engine: RolloutEngine, tokenizer, task: Task, problems: list[Proble
         k=k, problems=len(problems), format_rate=float(np.mean(formats)),
         response_length_mean=float(np.mean(lengths)), tokens_generated=int(np.sum(lengths)),
         seconds=time.time() - start, completions=list(zip(problems, grouped)), details=details,
+        language_mixing=mixing_by_language(list(zip(problems, grouped))),
     )
+
+
+def mixing_by_language(grouped: list) -> dict | None:
+    """{"all": rate, <language>: rate, …} over (problem, completions) pairs: the mean share of
+    chain-of-thought words not in the prompt's language. None when no problem names a language."""
+    from aha.observe.metrics import language_mixing
+    from aha.template import think_text
+
+    rates: dict[str, list[float]] = {}
+    for problem, group in grouped:
+        language = problem.meta.get("language")
+        if language is None:
+            continue
+        rates.setdefault(language, []).extend(language_mixing(think_text(c.text), language) for c in group)
+    if not rates:
+        return None
+    every = [r for values in rates.values() for r in values]
+    return {"all": float(np.mean(every)), **{lang: float(np.mean(v)) for lang, v in sorted(rates.items())}}

@@ -58,7 +58,10 @@ def run(cfg: ZeroConfig, run_dir: Path, events: Events | None = None) -> dict:
         for step in range(t.state["step"] + 1, cfg.grpo.steps + 1):
             row, samples = run_step(t, step)
             if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.grpo.steps:
-                row["eval/accuracy"] = held_out_eval(t, cfg.eval.during_problems, 1, seed=2).pass_at_1
+                during = held_out_eval(t, cfg.eval.during_problems, 1, seed=2)
+                row["eval/accuracy"] = during.pass_at_1
+                if during.language_mixing is not None:
+                    row["eval/language_mixing_rate"] = during.language_mixing["all"]
             diverged = _guard_and_monitor(t, row, events)
             t.state["step"] = step
             t.state["seconds"] = seconds_before + time.time() - session_start

@@ -8,5 +8,6 @@ from aha.tasks import logic as _logic  # noqa: F401  (knights_knaves)
 from aha.tasks import math as _math  # noqa: F401  (math500, aime24, amc23, math_jsonl)
 from aha.tasks import countdown as _countdown  # noqa: F401
 from aha.tasks import division as _division  # noqa: F401
+from aha.tasks import division_bilingual as _division_bilingual  # noqa: F401
 
 __all__ = ["TASKS", "Problem", "Task", "get_task", "register_task"]
