@@ -71,6 +71,33 @@ def _process_group():
         _fail(err)
 
 
+def _resolve_run(cls, args, resume, default_recipe, force, allow_changes, extra, d):
+    """The validated config and the run directory (rank 0 claims a fresh one and shares it)."""
+    from aha.config.resume import resume_config
+
+    try:
+        if resume is not None:
+            recipe, overrides = _split_args(args, None)
+            if recipe is not None:
+                raise ConfigError(f"--resume takes key=value overrides only, got {recipe}")
+            return resume_config(cls, resume, [*extra, *overrides], allow_changes), resume
+        recipe, overrides = _split_args(args, default_recipe)
+        cfg = load_config(cls, recipe, [*extra, *overrides])
+        run_dir = None
+        if d is None or d.is_main:
+            try:
+                run_dir = runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
+            except OSError as err:
+                raise ConfigError(f"run.out_dir: cannot create {Path(cfg.run.out_dir) / cfg.run.name}: "
+                                  f"{err.strerror or err}") from None
+        if d is not None:
+            run_dir = d.broadcast(run_dir)  # one directory for all ranks: rank 0's
+        console.print(f"run directory: {run_dir}")
+        return cfg, run_dir
+    except USER_ERRORS as err:
+        _fail(err)
+
+
 def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, resume: Path | None,
                default_recipe: str | None, force: bool, allow_changes: bool,
                extra: list[str] = ()):
@@ -79,34 +106,11 @@ def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, res
     listening, and turn its stops into exit codes. Launched as several processes (torchrun,
     accelerate launch), rank 0 claims the directory and alone prints."""
     import contextlib
-
-    from aha.config.resume import resume_config
+    import importlib
 
     d = _process_group()
     console.quiet = d is not None and not d.is_main
-
-    try:
-        if resume is not None:
-            recipe, overrides = _split_args(args, None)
-            if recipe is not None:
-                raise ConfigError(f"--resume takes key=value overrides only, got {recipe}")
-            cfg, run_dir = resume_config(cls, resume, [*extra, *overrides], allow_changes), resume
-        else:
-            recipe, overrides = _split_args(args, default_recipe)
-            cfg = load_config(cls, recipe, [*extra, *overrides])
-            run_dir = None
-            if d is None or d.is_main:
-                try:
-                    run_dir = runs_module.fresh_run_dir(cfg.run.out_dir, cfg.run.name, force=force)
-                except OSError as err:
-                    raise ConfigError(f"run.out_dir: cannot create {Path(cfg.run.out_dir) / cfg.run.name}: "
-                                      f"{err.strerror or err}") from None
-            if d is not None:
-                run_dir = d.broadcast(run_dir)  # one directory for all ranks: rank 0's
-            console.print(f"run directory: {run_dir}")
-    except USER_ERRORS as err:
-        _fail(err)
-    import importlib
+    cfg, run_dir = _resolve_run(cls, args, resume, default_recipe, force, allow_changes, extra, d)
 
     from aha.events import Events
     from aha.terminal import ConsoleView
@@ -154,23 +158,9 @@ def zero(
     if console.quiet:  # another rank of a multi-process run: rank 0 writes the report
         return
     console.print(f"report: {write_report([run_dir])}")
-    _print_summary(summary, run_dir)
+    from aha.terminal import zero_summary
 
-
-def _print_summary(summary: dict, run_dir: Path) -> None:
-    table = Table(title=f"R1-Zero run {run_dir.name}", show_header=False)
-    table.add_row("held-out pass@1 (base → final)",
-                  f"{summary['base_accuracy']:.3f} → [bold]{summary['final_accuracy']:.3f}[/bold]")
-    table.add_row("response length, tokens (base → final)",
-                  f"{summary['base_eval']['response_length_mean']:.1f} → {summary['final_eval']['response_length_mean']:.1f}")
-    rows = runs_module.read_jsonl(run_dir / "metrics.jsonl")
-    if rows:
-        tenth = max(1, len(rows) // 10)
-        first, last = (sum(r["reflection_rate"] for r in part) / len(part) for part in (rows[:tenth], rows[-tenth:]))
-        table.add_row("reflection rate (first → last 10% of steps)", f"{first:.2f} → {last:.2f}")
-    table.add_row("steps / wall seconds", f"{summary['steps']} / {summary['wall_seconds']:.0f}")
-    table.add_row("tokens generated / trained", f"{summary['tokens_generated']:,} / {summary['tokens_trained']:,}")
-    console.print(table)
+    console.print(zero_summary(summary, run_dir))
     console.print(f"files: {run_dir}/summary.json, metrics.jsonl, samples.jsonl, report.html")
 
 
@@ -184,14 +174,9 @@ def sft(
     args = list(args or [])
     extra = [f"data.path={args.pop(0)}"] if args and "=" not in args[0] and not args[0].endswith((".yaml", ".yml")) else []
     summary, run_dir = _run_stage("sft", SFTConfig, "aha.stages.sft", args, resume, None, force, allow_changes, extra)
-    table = Table(title=f"SFT run {run_dir.name}", show_header=False)
-    table.add_row("held-out loss (start → end)", f"{summary['held_out_loss_start']:.4f} → "
-                                                  f"[bold]{summary['held_out_loss_end']:.4f}[/bold]")
-    table.add_row("rows trained / held out / dropped", f"{summary['rows_train']} / {summary['rows_held_out']} / "
-                                                        f"{summary['rows_dropped']}")
-    table.add_row("optimizer steps / tokens trained", f"{summary['steps']} / {summary['tokens_trained']:,}")
-    table.add_row("model", str(summary["model_dir"]))
-    console.print(table)
+    from aha.terminal import sft_summary
+
+    console.print(sft_summary(summary, run_dir))
 
 
 @app.command()
@@ -342,7 +327,9 @@ def eval_cmd(
     if as_json:
         print(json.dumps(report))
         return
-    console.print(paper_eval.table(report))
+    from aha.terminal import eval_table
+
+    console.print(eval_table(report))
     console.print(f"files: {out_dir}/records.jsonl, eval.json")
 
 

@@ -3,6 +3,8 @@ warnings and notes on the console. Stages never import this."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -44,3 +46,58 @@ class ConsoleView:
 
     def close(self) -> None:
         self._close()
+
+
+def zero_summary(summary: dict, run_dir: Path):
+    """The table `aha zero` ends with."""
+    from rich.table import Table
+
+    from aha import runs as runs_module
+
+    table = Table(title=f"R1-Zero run {run_dir.name}", show_header=False)
+    table.add_row("held-out pass@1 (base → final)",
+                  f"{summary['base_accuracy']:.3f} → [bold]{summary['final_accuracy']:.3f}[/bold]")
+    table.add_row("response length, tokens (base → final)",
+                  f"{summary['base_eval']['response_length_mean']:.1f} → {summary['final_eval']['response_length_mean']:.1f}")
+    rows = runs_module.read_jsonl(run_dir / "metrics.jsonl")
+    if rows:
+        tenth = max(1, len(rows) // 10)
+        first, last = (sum(r["reflection_rate"] for r in part) / len(part) for part in (rows[:tenth], rows[-tenth:]))
+        table.add_row("reflection rate (first → last 10% of steps)", f"{first:.2f} → {last:.2f}")
+    table.add_row("steps / wall seconds", f"{summary['steps']} / {summary['wall_seconds']:.0f}")
+    table.add_row("tokens generated / trained", f"{summary['tokens_generated']:,} / {summary['tokens_trained']:,}")
+    return table
+
+
+def eval_table(report: dict):
+    """The report as a rich table for the terminal."""
+    from rich.table import Table
+
+    k = report["k"]
+    out = Table(title=f"{report['model']} on {report['task']}: {report['problems']} problems × {k} samples")
+    out.add_column("metric")
+    out.add_column("value", justify="right")
+    low, high = report["pass@1_ci95"]
+    out.add_row("pass@1 (95% bootstrap CI)", f"[bold]{report['pass@1']:.3f}[/bold] [{low:.3f}, {high:.3f}]")
+    out.add_row(f"cons@{k}", f"{report[f'cons@{k}']:.3f}")
+    for j, value in report["pass@k"].items():
+        if j != "1":
+            out.add_row(f"pass@{j} (unbiased)", f"{value:.3f}")
+    out.add_row("format rate", f"{report['format_rate']:.3f}")
+    out.add_row("response length (tokens)", f"{report['response_length_mean']:.1f}")
+    out.add_row("tokens / seconds", f"{report['tokens_generated']:,} / {report['seconds']:.1f}")
+    return out
+
+
+def sft_summary(summary: dict, run_dir: Path):
+    """The table `aha sft` ends with."""
+    from rich.table import Table
+
+    table = Table(title=f"SFT run {run_dir.name}", show_header=False)
+    table.add_row("held-out loss (start → end)", f"{summary['held_out_loss_start']:.4f} → "
+                                                  f"[bold]{summary['held_out_loss_end']:.4f}[/bold]")
+    table.add_row("rows trained / held out / dropped", f"{summary['rows_train']} / {summary['rows_held_out']} / "
+                                                        f"{summary['rows_dropped']}")
+    table.add_row("optimizer steps / tokens trained", f"{summary['steps']} / {summary['tokens_trained']:,}")
+    table.add_row("model", str(summary["model_dir"]))
+    return table

@@ -119,23 +119,3 @@ def _records(result, settings: EvalSettings) -> list[dict]:
                 "voted": detail["voted"], "seed": settings.seed,
             })
     return rows
-
-
-def table(report: dict):
-    """The report as a rich table for the terminal."""
-    from rich.table import Table
-
-    k = report["k"]
-    out = Table(title=f"{report['model']} on {report['task']}: {report['problems']} problems × {k} samples")
-    out.add_column("metric")
-    out.add_column("value", justify="right")
-    low, high = report["pass@1_ci95"]
-    out.add_row("pass@1 (95% bootstrap CI)", f"[bold]{report['pass@1']:.3f}[/bold] [{low:.3f}, {high:.3f}]")
-    out.add_row(f"cons@{k}", f"{report[f'cons@{k}']:.3f}")
-    for j, value in report["pass@k"].items():
-        if j != "1":
-            out.add_row(f"pass@{j} (unbiased)", f"{value:.3f}")
-    out.add_row("format rate", f"{report['format_rate']:.3f}")
-    out.add_row("response length (tokens)", f"{report['response_length_mean']:.1f}")
-    out.add_row("tokens / seconds", f"{report['tokens_generated']:,} / {report['seconds']:.1f}")
-    return out
