@@ -120,3 +120,23 @@ def median(values: list[float]) -> float:
 def emit(record: dict) -> None:
     """Workers end with one JSON line; the driver reads the last line of their stdout."""
     print("RESULT " + json.dumps(record), flush=True)
+
+
+def aha_trainer(s: "Settings", model_dir, steps: int, warmup: int):
+    """The aha side's model, tokenizer, engine, reference, optimizer and problems for `s` (one
+    set-up for every aha-vs-X step benchmark)."""
+    import copy
+
+    from aha.models.loading import load_model_dir
+    from aha.rollout.torch_engine import TorchEngine
+    from aha.train.forward import prefer_fast_attention
+
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    model, tok = load_model_dir(model_dir)
+    bf16 = s.precision == "bf16-mixed"
+    prefer_fast_attention(model, bf16)
+    engine = TorchEngine(model, tok, bf16=bf16)
+    ref = copy.deepcopy(model).eval().requires_grad_(False) if s.beta > 0 else None
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)  # TRL's defaults
+    return model, tok, engine, ref, opt, train_problems(s, steps + warmup)

@@ -20,7 +20,6 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import socket
@@ -42,24 +41,14 @@ def worker(model_dir: str, s: C.Settings, steps: int, warmup: int) -> None:
     import torch
 
     from aha.algo.advantages import compute_advantages
-    from aha.models.loading import load_model_dir
     from aha.rollout import SamplingParams
-    from aha.rollout.torch_engine import TorchEngine
     from aha.stages import grpo_shard
     from aha.stages.grpo_step import Rollout
     from aha.train import dist
-    from aha.train.update import RolloutBatch, policy_update, prefer_fast_attention
+    from aha.train.update import RolloutBatch, policy_update
 
     d = dist.init()
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    model, tok = load_model_dir(model_dir)
-    bf16 = s.precision == "bf16-mixed"
-    prefer_fast_attention(model, bf16)
-    engine = TorchEngine(model, tok, bf16=bf16)
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if s.beta > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)
-    problems = C.train_problems(s, steps + warmup)
+    model, tok, engine, ref, opt, problems = C.aha_trainer(s, model_dir, steps, warmup)
     records = []
     for step in range(steps + warmup):
         d.barrier()  # every rank starts the step together: the time is the slowest rank's

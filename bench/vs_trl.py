@@ -13,7 +13,6 @@ line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -60,20 +59,11 @@ def aha_worker(model_dir: str, s: C.Settings, steps: int, warmup: int, target: f
     import torch
 
     from aha.algo.advantages import compute_advantages
-    from aha.models.loading import load_model_dir, stop_token_ids
+    from aha.models.loading import stop_token_ids
     from aha.rollout import SamplingParams
-    from aha.rollout.torch_engine import TorchEngine
-    from aha.train.update import RolloutBatch, policy_update, prefer_fast_attention
+    from aha.train.update import RolloutBatch, policy_update
 
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    model, tok = load_model_dir(model_dir)
-    bf16 = s.precision == "bf16-mixed"
-    prefer_fast_attention(model, bf16)
-    engine = TorchEngine(model, tok, bf16=bf16)
-    ref = copy.deepcopy(model).eval().requires_grad_(False) if s.beta > 0 else None
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=0.0)  # TRL's defaults
-    problems = C.train_problems(s, steps + warmup)
+    model, tok, engine, ref, opt, problems = C.aha_trainer(s, model_dir, steps, warmup)
     stops = () if s.force_length else stop_token_ids(tok)
     records, train_s, reached = [], 0.0, None
     for step in range(steps + warmup):
