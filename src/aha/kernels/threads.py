@@ -14,7 +14,7 @@ Where /proc/stat is missing (not Linux) the budget is simply the cap. `TorchEngi
 the budget for a whole CPU rollout (sampling ops run many small regions too) and the lean decoder
 re-decides it each step; torch's thread count is restored when the rollout ends.
 
-With sleeping waits (OMP_WAIT_POLICY=PASSIVE, what `import aha` before torch sets) the stall is
+With sleeping waits (OMP_WAIT_POLICY=PASSIVE, which a user may set) the stall is
 gone at the source and the budget keeps every allowed thread; it matters when torch was loaded
 first with libgomp's spinning default.
 """
@@ -42,7 +42,7 @@ ADAPTIVE = True
 
 def spinning_waits(env=os.environ) -> bool:
     """Whether OpenMP threads spin at barriers (libgomp's default) rather than sleep. Read from the
-    environment, which `import aha` before torch sets to PASSIVE: with sleeping waits a thread
+    environment (PASSIVE if the user set it): with sleeping waits a thread
     fewer gains nothing (measured: 2 threads as fast or faster than 1 beside a busy process), so
     the budget only cuts threads when they spin."""
     return env.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE" and env.get("GOMP_SPINCOUNT", "").strip() != "0"
