@@ -27,21 +27,13 @@ import sys
 from pathlib import Path
 
 from aha.tasks import get_task
-from aha.tasks.division import check_trace
-from aha.template import build_prompt
+from aha.tasks.cold_start import cold_start_rows as task_cold_start_rows
 
 
 def cold_start_rows(n: int, seed: int = 7) -> list[dict]:
     """`n` prompt/completion rows: the R1-Zero prompt and a readable check trace + summary."""
-    if n < 1:
-        raise ValueError(f"n must be ≥ 1, got {n}")
-    problems = get_task("division").problems("train", n, seed)
-    rows = []
-    for p in problems:
-        a, b = p.meta["a"], p.meta["b"]
-        rows.append({"prompt": build_prompt(p.question),
-                     "completion": f" <think>{check_trace(a, b)}</think> <answer>{a // b}</answer>"})
-    return rows
+    return [{"prompt": r["prompt"], "completion": r["completion"]}
+            for r in task_cold_start_rows(get_task("division"), n, seed)]
 
 
 def aha(*args: str, log: Path) -> None:

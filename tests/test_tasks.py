@@ -104,3 +104,31 @@ ADD = Problem("347 + 268", "615", meta={"a": 347, "b": 268})
 @pytest.mark.parametrize("answer,reward", [("615", 1.0), ("6,15", 1.0), ("614", 0.0), ("1" * 100, 0.0), ("六一五", 0.0)])
 def test_arithmetic_verifier(answer, reward):
     assert get_task("arithmetic").verify(answer, ADD)[0] == reward
+
+
+def test_cold_start_rows_are_correct_readable_and_in_the_prompts_language():
+    from aha.rewards.language import language_mixing_rate
+    from aha.tasks.cold_start import cold_start_rows
+    from aha.template import parse_response
+
+    for name in ("division", "division_bilingual"):
+        task = get_task(name)
+        rows = cold_start_rows(task, 60, seed=3)
+        assert rows == cold_start_rows(task, 60, seed=3)  # deterministic
+        held_out = {p.question for p in task.problems("test", 400, seed=0)}
+        by_id = {f"{name}:{p.id}": p for p in task.problems("train", 60, seed=3)}
+        for row in rows:
+            problem = by_id[row["prompt_id"]]
+            parsed = parse_response(row["completion"])
+            assert parsed.well_formed and problem.question not in held_out
+            assert task.verify(parsed.answer, problem)[0] == 1.0
+            assert language_mixing_rate(parsed.think, row["language"]) == 0.0
+        if name == "division_bilingual":
+            assert {r["language"] for r in rows} == {"en", "zh"}
+
+
+def test_cold_start_rows_refuse_tasks_without_traces():
+    from aha.tasks.cold_start import cold_start_rows
+
+    with pytest.raises(ValueError, match="no synthetic cold-start traces"):
+        cold_start_rows(get_task("gsm8k"), 3)

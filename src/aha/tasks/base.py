@@ -57,6 +57,12 @@ class Task(ABC):
         for tasks that have no synthetic traces (benchmarks)."""
         return None
 
+    def cold_start_completion(self, problem: Problem) -> str | None:
+        """A readable long-CoT completion in R1's cold-start format (R1 §2.3.1: the reasoning, then a
+        summary for the reader — in the R1-Zero template the summary is the answer block), or None
+        for tasks without synthetic traces: real models bring the user's cold-start JSONL instead."""
+        return None
+
     def corpus_facts(self, rng: random.Random) -> str | None:
         """A plain-text line of the facts the traces rely on (e.g. products), or None. A real base
         model brings such knowledge from general pretraining; the tiny one gets it from these lines,

@@ -76,6 +76,11 @@ class DivisionTask(Task):
         return f" <think>{think}</think> <answer>{final}</answer>"
 
 
+    def cold_start_completion(self, problem: Problem) -> str:
+        """One language, no code, a check of the first guess stepping down until the product fits."""
+        a, b = problem.meta["a"], problem.meta["b"]
+        return f" <think>{check_trace(a, b)}</think> <answer>{a // b}</answer>"
+
     def is_self_correction(self, row: dict, markers=()) -> bool:
         """A sample whose check rejected a too-high guess and whose revised answer is right: the
         division task's own "aha" transcript (used by the report's milestones)."""

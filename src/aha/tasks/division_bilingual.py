@@ -76,6 +76,14 @@ class BilingualDivisionTask(DivisionTask):
             think, final = noisy_check_trace(a, b, langs, self.step_error, rng)
         return f" <think>{think}</think> <answer>{final}</answer>"
 
+    def cold_start_completion(self, problem: Problem) -> str:
+        """The check trace with every step in the prompt's language and no wrong verdicts: readable
+        (no mixing) and correct, as R1's curated cold-start traces are."""
+        a, b, language = problem.meta["a"], problem.meta["b"], problem.meta["language"]
+        steps = check_steps(a, b)
+        trace, answer = noisy_check_trace(a, b, [language] * len(steps), {language: 0.0}, random.Random(0))
+        return f" <think>{trace}</think> <answer>{answer}</answer>"
+
     def _other(self, language: str) -> str:
         return self.languages[1] if language == self.languages[0] else self.languages[0]
 
