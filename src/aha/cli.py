@@ -165,6 +165,25 @@ def zero(
 
 
 @app.command()
+def r1(
+    args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. reasoning_rl.grpo.steps=50"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """DeepSeek-R1's pipeline: cold start → reasoning RL (+ language consistency) → rejection
+    sampling + SFT from the base → the stages compared on one held-out set (defaults: the bilingual miniature)."""
+    from aha.config.r1 import R1Config
+
+    summary, run_dir = _run_stage("r1", R1Config, "aha.pipelines.r1", args, resume, "r1-tiny", force, allow_changes)
+    if console.quiet:
+        return
+    from aha.pipelines.r1_report import write_report
+    from aha.terminal import r1_table
+
+    console.print(r1_table(summary["comparison"], run_dir))
+    console.print(f"report: {write_report(run_dir)}")
+
+
+@app.command()
 def sft(
     args: Optional[List[str]] = typer.Argument(None, help="DATA [RECIPE.yaml] [key=value …]; DATA: JSONL, parquet or "
                                                            "a datasets directory (or give data.path=…)"),

@@ -101,3 +101,25 @@ def sft_summary(summary: dict, run_dir: Path):
     table.add_row("optimizer steps / tokens trained", f"{summary['steps']} / {summary['tokens_trained']:,}")
     table.add_row("model", str(summary["model_dir"]))
     return table
+
+
+def r1_table(comparison: dict, run_dir: Path):
+    """The table `aha r1` ends with: each stage's model on the same held-out problems."""
+    from rich.table import Table
+
+    from aha.observe.cost import format_flops
+
+    table = Table(title=f"R1 pipeline {run_dir.name}: every stage's model on the same held-out problems",
+                  caption="pass@1 ± half its bootstrap 95% interval; RM: reward-model score on general prompts")
+    for column in ("stage", "pass@1", "length", "reflect", "mixing", "readable", "RM", "FLOPs", "wall"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, row in comparison.items():
+        low, high = row["pass@1_ci95"]
+        cost = row.get("cost") or {}
+        rm = row.get("rm_score")
+        table.add_row(stage, f"{row['pass@1']:.3f}±{(high - low) / 2:.2f}", f"{row['response_length_mean']:.1f}",
+                      f"{row['reflection_rate']:.0%}", f"{row['language_mixing']:.1%}", f"{row['readable_rate']:.0%}",
+                      "—" if rm is None else f"{rm:.3f}",
+                      format_flops(cost["flops"]).replace("FLOP", "") if cost.get("flops") else "—",
+                      f"{cost['seconds']:.0f}s" if cost.get("seconds") else "—")
+    return table
