@@ -119,7 +119,7 @@ def _sample_chunk(cfg: SampleConfig, engine, tokenizer, task, problems, index: i
 
 def _finish(cfg: SampleConfig, run_dir: Path, records: list[dict], seconds: float, events: Events) -> dict:
     kept, report = apply_filters(records, cfg.sample.filters, cfg.sample.max_per_prompt)
-    provenance = ("prompt_id", "question", "reference", "reward", "model", "sampling", "task")
+    provenance = ("prompt_id", "question", "reference", "reward", "language", "model", "sampling", "task")
     rows = [{"prompt": r["prompt"], "completion": r["completion"], **{k: r[k] for k in provenance}} for r in kept]
     (run_dir / "sft.jsonl").write_text("".join(runs.json_line(r) for r in rows))
     summary = {
