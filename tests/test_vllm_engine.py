@@ -292,3 +292,21 @@ def test_the_lora_wrapper_sends_merged_weights_to_the_engine_before_each_generat
     fake = fakes[0]
     assert fake.calls[:3] == [("apply_model",), ("reset_prefix_cache",), ("generate", 1)]
     assert set(fake.loaded[0]) == set(model.state_dict())
+
+
+# --- the GPU smoke script's verdict (the script itself needs vllm and CUDA) ------------------------
+
+def test_gpu_smoke_verdict_needs_synced_variants_below_and_the_stale_control_above_the_gap():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke", Path(__file__).parents[1] / "bench" / "gpu_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    good = {"torch": {"gaps": [0.001, 0.002]}, "vllm": {"gaps": [0.01, 0.02]}, "vllm-stale": {"gaps": [0.01, 0.3]}}
+    assert smoke.verdict(good, 0.05) == []
+    stale_sync = {**good, "vllm-sleep1": {"gaps": [0.01, 0.3]}}
+    assert smoke.verdict(stale_sync, 0.05) == ["vllm-sleep1: log-prob gap 0.3000 > 0.05 (stale or wrong weights?)"]
+    insensitive = {**good, "vllm-stale": {"gaps": [0.01, 0.02]}}
+    assert "did not move enough" in smoke.verdict(insensitive, 0.05)[0]
+    assert smoke.verdict({**good, "vllm": {"error": "exit 1"}}, 0.05) == ["vllm: exit 1"]
