@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aha import runs as runs_module
@@ -51,7 +52,8 @@ def _quiet_transformers() -> None:
 
 
 def _fail(err: BaseException, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
+    # Escaped: messages quote brackets ("pip install 'aha-rl[vllm]'") that rich would read as markup.
+    console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -157,10 +157,35 @@ class RolloutConfig:
         checks.registered(f"{key}.engine", self.engine, ENGINES)
         if self.engine == "openai" and not self.options.get("base_url"):
             raise ConfigError(f"{key}.options.base_url: required with {key}.engine=openai (e.g. http://127.0.0.1:8000/v1)")
+        if self.engine == "vllm":
+            self._validate_vllm(key)
         checks.at_least(f"{key}.temperature", self.temperature, 0.0)
         checks.within(f"{key}.top_p", self.top_p, 0.0, 1.0, low_open=True)
         checks.at_least(f"{key}.max_new_tokens", self.max_new_tokens, 1)
         checks.at_least(f"{key}.max_batch", self.max_batch, 1)
+
+    def _validate_vllm(self, key: str) -> None:
+        """Options by name and range, then whether this machine can run vLLM at all — before any
+        model loads (a CPU machine without vllm learns it in a second, not after the base loads)."""
+        from aha.rollout import VLLM_OPTIONS, vllm_unavailable
+
+        o = self.options
+        unknown = sorted(set(o) - set(VLLM_OPTIONS))
+        if unknown:
+            raise ConfigError(f"{key}.options: {', '.join(unknown)} not taken by {key}.engine=vllm "
+                              f"(valid: {', '.join(VLLM_OPTIONS)})")
+        if "gpu_memory_utilization" in o:
+            checks.within(f"{key}.options.gpu_memory_utilization", o["gpu_memory_utilization"], 0.0, 1.0, low_open=True)
+        if o.get("max_model_len") is not None:
+            checks.at_least(f"{key}.options.max_model_len", o["max_model_len"], 1)
+        if o.get("sleep_level", 1) not in (1, 2):
+            raise ConfigError(f"{key}.options.sleep_level: expected 1 (weights to CPU) or 2 (weights dropped), "
+                              f"got {o['sleep_level']!r}")
+        if o.get("dtype") not in (None, "bfloat16", "float16", "float32"):
+            raise ConfigError(f"{key}.options.dtype: expected bfloat16, float16 or float32, got {o['dtype']!r}")
+        reason = vllm_unavailable()
+        if reason:
+            raise ConfigError(f"{key}.engine=vllm needs `pip install 'aha-rl[vllm]'` and a CUDA GPU ({reason})")
 
 
 @dataclass(frozen=True)
@@ -251,6 +276,10 @@ class ZeroConfig:
         checks.rewards("rewards", self.rewards)
         if self.rollout.engine == "openai":  # its completions carry no log-probs (NaN)
             raise ConfigError("rollout.engine: 'openai' returns no log-probs, which GRPO's update needs; use 'torch'")
+        if self.rollout.engine == "vllm" and self.rollout.top_p < 1 and self.grpo.mu > 1:
+            # vLLM's log-probs are then the nucleus-renormalised ones, not log π_old at the temperature.
+            raise ConfigError("rollout.top_p < 1 with rollout.engine=vllm and grpo.mu > 1: vLLM's log-probs are "
+                              "renormalised over the top-p nucleus and would be used as π_old; use top_p=1 or mu=1")
 
 
 # Named GRPO settings. "r1": DeepSeek-R1 (arXiv 2501.12948) as reported second-hand by peers.

@@ -124,7 +124,8 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
     task = get_task(cfg.task.name, **cfg.task.options)
 
     def make(policy):
-        return make_engine(cfg.rollout.engine, policy, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
+        return make_engine(cfg.rollout.engine, policy, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16,
+                           **cfg.rollout.options)
 
     engine = lora.MergedEngine(model, make) if lora.is_lora(model) else make(model)
     g = cfg.grpo
