@@ -2,7 +2,6 @@
 the non-finite guard, load-time validation, resume checks, a torn log line."""
 
 import math
-import os
 import signal
 import subprocess
 import sys
