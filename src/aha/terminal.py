@@ -101,3 +101,21 @@ def sft_summary(summary: dict, run_dir: Path):
     table.add_row("optimizer steps / tokens trained", f"{summary['steps']} / {summary['tokens_trained']:,}")
     table.add_row("model", str(summary["model_dir"]))
     return table
+
+
+def distill_vs_rl_table(summary: dict):
+    """The table `aha experiment distill-vs-rl` ends with: each seed at its equal-FLOPs budget."""
+    from rich.table import Table
+
+    from aha.observe.cost import format_flops
+
+    table = Table(title="distilled vs RL student at equal FLOPs (held-out pass@1)")
+    for name in ("seed", "budget", "teacher", "RL student", "distilled", "distilled − RL"):
+        table.add_column(name, justify="right")
+    for r in summary["rows"]:
+        table.add_row(str(r["seed"]), format_flops(r["budget_flops"]), f"{r['teacher']:.3f}", f"{r['rl']:.3f}",
+                      f"{r['distill']:.3f}", f"{100 * r['difference']:+.1f} pts")
+    m, (low, high) = summary["mean"], summary["difference_ci95"]
+    table.add_row("mean", "", f"{m['teacher']:.3f}", f"{m['rl']:.3f}", f"{m['distill']:.3f}",
+                  f"[bold]{100 * m['difference']:+.1f}[/bold] [{100 * low:+.1f}, {100 * high:+.1f}]")
+    return table
