@@ -54,10 +54,42 @@ def test_crossed_bootstrap_matches_a_plain_loop_and_reduces_to_the_problem_boots
         crossed_bootstrap_ci([1.0, 2.0])
 
 
+def _point(flops, shares, sampling=None):
+    extra = {} if sampling is None else {"teacher_sampling_flops": sampling}
+    return {"flops": flops, "shares": shares, "pass@1": float(np.mean(shares)), **extra}
+
+
+def test_compare_and_summarize_by_hand():
+    from aha.experiments.distill_vs_rl import compare, summarize
+
+    rl = [_point(0.0, [0, 0]), _point(10.0, [1, 0]), _point(20.0, [1, 1])]
+    distill = [_point(0.0, [0, 0]), _point(8.0, [0, 0], sampling=6.0), _point(30.0, [1, 1], sampling=20.0)]
+    c = compare(rl, distill)
+    # Budget 20 (RL's end): RL 1.0; distillation 12/22 of the way from 0 (at 8) to 1 (at 30).
+    assert c["budget_flops"] == 20.0 and c["rl"] == 1.0 and c["distill"] == pytest.approx(12 / 22)
+    assert c["difference_by_problem"] == pytest.approx([12 / 22 - 1, 12 / 22 - 1])
+    # Sampling uncharged, the distillation points sit at 0, 2, 10: budget 10, RL 0.5, distilled 1.0.
+    assert c["teacher_sampling_not_charged"] == pytest.approx(
+        {"budget_flops": 10.0, "rl": 0.5, "distill": 1.0, "difference": 0.5})
+    seeds = [{"seed": i, "teacher": {"pass@1": 0.9}, "comparison": c} for i in range(3)]
+    summary = summarize(seeds)
+    assert summary["mean"]["difference"] == pytest.approx(12 / 22 - 1) and summary["distill_wins"] == 0
+    assert summary["difference_ci95"] == pytest.approx([12 / 22 - 1] * 2)
+    assert summary["verdict"].startswith("the opposite of Table 6's direction")
+    flipped = {**c, "difference": 0.1, "difference_by_problem": [0.1, 0.1]}
+    assert summarize([{**s, "comparison": flipped} for s in seeds])["verdict"].startswith("reproduces")
+    mixed = [{**seeds[0], "comparison": flipped}, *seeds[1:]]
+    assert summarize(mixed)["verdict"].startswith("does not settle")
+
+
+def _no_paths(point: dict) -> dict:
+    return {k: v for k, v in point.items() if k not in ("model", "eval_dir")}
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """The quick schedule, one seed, its own base cache (the student base is built there): ~20 s on
-    an idle machine, 2+ minutes on a busy one, so the tests that use it are marked slow."""
+    """The quick schedule, one seed, its own base cache (the student base is built there): 5-20 s
+    on an idle machine (2 minutes with a load average of 5)."""
     from aha.experiments import distill_vs_rl
 
     home, out = tmp_path_factory.mktemp("aha-home"), tmp_path_factory.mktemp("experiment")
@@ -68,7 +100,6 @@ def quick_run(tmp_path_factory):
         yield out, results, recorder, home
 
 
-@pytest.mark.slow
 def test_quick_experiment_end_to_end(quick_run):
     out, results, recorder, _ = quick_run
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 1
@@ -80,7 +111,7 @@ def test_quick_experiment_end_to_end(quick_run):
         points = seed[arm]["points"]
         assert points[0]["name"] == "base" and points[0]["flops"] == 0.0
         assert all(a["flops"] < b["flops"] for a, b in zip(points, points[1:]))  # more training, more FLOPs
-        assert all(len(p["shares"]) == 16 and 0 <= p["pass@1"] <= 1 for p in points)
+        assert all(len(p["shares"]) == 16 and 0 <= p["pass@1"] <= 1 and 0 <= p["reflection_rate"] <= 1 for p in points)
     # The distill points' FLOPs are their ledgers: the teacher's sampling plus the student's SFT.
     for point in seed["distill"]["points"][1:]:
         summary = json.loads((out / "seed-0" / point["name"] / "summary.json").read_text())
@@ -91,6 +122,9 @@ def test_quick_experiment_end_to_end(quick_run):
     assert c["budget_flops"] == min(seed["rl"]["points"][-1]["flops"], seed["distill"]["points"][-1]["flops"])
     assert c["difference"] == pytest.approx(c["distill"] - c["rl"])
     assert np.mean(c["difference_by_problem"]) == pytest.approx(c["difference"])
+    uncharged = c["teacher_sampling_not_charged"]  # the distill curve shifted left by its sampling FLOPs
+    sampling = seed["distill"]["points"][-1]["teacher_sampling_flops"]
+    assert uncharged["budget_flops"] == min(seed["rl"]["points"][-1]["flops"], c["distill_final"]["flops"] - sampling)
     assert seed["teacher"]["rl_flops"] > 0 and seed["teacher"]["parameters"] > seed["student"]["parameters_total"] / 2
     row = results["summary"]["rows"][0]
     assert row["seed"] == 0 and row["teacher"] == seed["teacher"]["pass@1"]
@@ -98,25 +132,28 @@ def test_quick_experiment_end_to_end(quick_run):
     assert {"grpo", "sample", "sft"} <= {e.stage for e in recorder.of("phase")}
 
 
-@pytest.mark.slow
 def test_a_rerun_skips_finished_seeds_and_arms(quick_run, tmp_path):
     from aha.experiments import distill_vs_rl
 
     out, results, _, home = quick_run
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    (copy / "seed-0" / "result.json").unlink()  # the seed not finished; its arms are
-    recorder = Recorder()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AHA_HOME", str(home))
-        again = distill_vs_rl.run_seed(copy, 0, quick=True, events=Events([recorder]))
-    assert not recorder.of("phase")  # no stage ran: no training, no sampling, no pretraining
-    assert again["comparison"] == results["per_seed"][0]["comparison"]
+    (copy / "seed-0" / "result.json").unlink()  # the seed not finished; every point of its arms is
+    for finished in (False, True):
+        recorder = Recorder()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("AHA_HOME", str(home))
+            again = distill_vs_rl.run_seed(copy, 0, quick=True, events=Events([recorder]))
+        assert not recorder.of("phase")  # no stage ran: no training, no sampling, no pretraining
+        assert again["comparison"] == results["per_seed"][0]["comparison"]
+        for arm in ("rl", "distill"):  # the same points (their paths now in the copy)
+            assert [_no_paths(p) for p in again[arm]["points"]] == \
+                [_no_paths(p) for p in results["per_seed"][0][arm]["points"]]
+        assert any("finished earlier" in e.data["message"] for e in recorder.of("info")) == finished
     with pytest.raises(ValueError, match="another schedule"):
         distill_vs_rl.run_seed(copy, 0, quick=False)
 
 
-@pytest.mark.slow
 def test_a_killed_rl_arm_continues_to_the_same_numbers(quick_run, tmp_path):
     """Killed after step 2's point, during GRPO's second segment: the stage resumes from its
     checkpoint, and the step-4 point comes out as in the uninterrupted run."""
@@ -126,7 +163,7 @@ def test_a_killed_rl_arm_continues_to_the_same_numbers(quick_run, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     seed_dir = copy / "seed-0"
-    for name in ("result.json", "rl.json", "points/rl-step-4.json"):
+    for name in ("result.json", "points/rl-step-4.json"):
         (seed_dir / name).unlink()
     shutil.rmtree(seed_dir / "rl" / "checkpoint-4")
     shutil.rmtree(seed_dir / "evals" / "rl-step-4")
@@ -140,7 +177,6 @@ def test_a_killed_rl_arm_continues_to_the_same_numbers(quick_run, tmp_path):
     assert after["flops"] == before["flops"] and after["shares"] == before["shares"]
 
 
-@pytest.mark.slow
 def test_cli_prints_the_table_and_resumes(quick_run, tmp_path):
     from aha.cli import app
 

@@ -398,6 +398,25 @@ experiment_app = typer.Typer(no_args_is_help=True, help="The paper's comparisons
 app.add_typer(experiment_app, name="experiment")
 
 
+def _run_experiment(experiment):
+    """Run `experiment(events)` with the console view; a stop or a user error ends it like a stage."""
+    from aha.events import Events
+    from aha.terminal import ConsoleView
+    from aha.train.signals import StopRequested
+
+    _quiet_transformers()
+    view = ConsoleView(console)
+    try:
+        return experiment(Events([view]))
+    except StopRequested as stop:
+        console.print(f"\n{stop}; rerun the same command to continue")
+        raise typer.Exit(stop.exit_code)
+    except USER_ERRORS as err:
+        _fail(err)
+    finally:
+        view.close()
+
+
 @experiment_app.command("distill-vs-rl")
 def distill_vs_rl(
     more_seeds: Optional[List[int]] = typer.Argument(None, metavar="[SEED …]", help="more seeds (`--seeds 0 1 2`)"),
@@ -408,28 +427,13 @@ def distill_vs_rl(
 ):
     """Table 6 in miniature: a small student distilled from the RL teacher vs the same student
     trained by GRPO, compared at equal training FLOPs (teacher sampling charged to distillation)."""
-    from aha.events import Events
     from aha.experiments import distill_vs_rl as experiment
-    from aha.terminal import ConsoleView, distill_vs_rl_table
-    from aha.train.signals import StopRequested
+    from aha.terminal import distill_vs_rl_table
 
-    chosen = [*(seeds or []), *(more_seeds or [])] or [0, 1, 2]
     if more_seeds and not seeds:
         _fail(ValueError(f"unexpected arguments {more_seeds}: give seeds as --seeds 0 1 2"))
-    if len(set(chosen)) != len(chosen) or min(chosen) < 0:
-        _fail(ValueError(f"--seeds: expected distinct seeds >= 0, got {chosen}"))
-    _quiet_transformers()
-    view = ConsoleView(console)
-    try:
-        results = experiment.run(out, chosen, quick, Events([view]), threads=threads)
-    except StopRequested as stop:
-        view.close()
-        console.print(f"\n{stop}; rerun the same command to continue")
-        raise typer.Exit(stop.exit_code)
-    except USER_ERRORS as err:
-        view.close()
-        _fail(err)
-    view.close()
+    chosen = [*(seeds or []), *(more_seeds or [])] or [0, 1, 2]
+    results = _run_experiment(lambda events: experiment.run(out, chosen, quick, events, threads=threads))
     console.print(distill_vs_rl_table(results["summary"]))
     console.print(results["summary"]["verdict"])
     console.print(f"files: {out}/results.json, {results['report']}")

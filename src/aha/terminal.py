@@ -110,12 +110,13 @@ def distill_vs_rl_table(summary: dict):
     from aha.observe.cost import format_flops
 
     table = Table(title="distilled vs RL student at equal FLOPs (held-out pass@1)")
-    for name in ("seed", "budget", "teacher", "RL student", "distilled", "distilled − RL"):
+    for name in ("seed", "budget", "teacher", "RL", "distilled", "distilled − RL", "reflecting RL/dist."):
         table.add_column(name, justify="right")
     for r in summary["rows"]:
+        reflection = "/".join(f"{100 * v:.0f}%" if v is not None else "—" for v in r["reflection"].values())
         table.add_row(str(r["seed"]), format_flops(r["budget_flops"]), f"{r['teacher']:.3f}", f"{r['rl']:.3f}",
-                      f"{r['distill']:.3f}", f"{100 * r['difference']:+.1f} pts")
+                      f"{r['distill']:.3f}", f"{100 * r['difference']:+.1f} pts", reflection)
     m, (low, high) = summary["mean"], summary["difference_ci95"]
     table.add_row("mean", "", f"{m['teacher']:.3f}", f"{m['rl']:.3f}", f"{m['distill']:.3f}",
-                  f"[bold]{100 * m['difference']:+.1f}[/bold] [{100 * low:+.1f}, {100 * high:+.1f}]")
+                  f"[bold]{100 * m['difference']:+.1f}[/bold] [{100 * low:+.1f}, {100 * high:+.1f}]", "")
     return table

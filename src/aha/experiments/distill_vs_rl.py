@@ -22,8 +22,10 @@ distilled from R1 72.6. One seed of the miniature, every piece a run directory u
 7. comparison (`aha.algo.budget`): both curves start at (0 FLOPs, the base's pass@1) and are read
    by linear interpolation at the largest budget both cover.
 
-A killed experiment resumes: each evaluated point is kept in `points/`, a finished arm in
-`<arm>.json`; the stage in progress resumes from its own checkpoint.
+A killed experiment resumes: each evaluated point is kept in `points/` (its training FLOPs and
+what was evaluated), so a rerun starts no stage for a finished point and the stage in progress
+resumes from its own checkpoint; the seed's result is rebuilt from the points each time (the
+comparison rule is code, the points are data).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -92,6 +93,9 @@ def run(out_dir: Path, seeds=(0, 1, 2), quick: bool = False, events: Events | No
     """Every seed, then `results.json` and `report.html` in `out_dir`; returns the results."""
     from aha.experiments.distill_vs_rl_report import write_report
 
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds: expected distinct seeds >= 0, got {seeds}")
     per_seed = [run_seed(out_dir, seed, quick, events, threads=threads) for seed in seeds]
     schedule = QUICK if quick else FULL
     results = {"experiment": "distill-vs-rl", "quick": quick, "schedule": _schedule_json(schedule),
@@ -109,17 +113,18 @@ def run_seed(out_dir: Path, seed: int, quick: bool = False, events: Events | Non
     schedule = QUICK if quick else FULL
     seed_dir = Path(out_dir) / f"seed-{seed}"
     _claim(seed_dir, schedule)
-    if (seed_dir / "result.json").exists():
-        events.info(f"seed {seed}: finished earlier, read from {seed_dir / 'result.json'}")
-        return json.loads((seed_dir / "result.json").read_text())
+    finished = (seed_dir / "result.json").exists()
+    if finished:  # nothing runs; reading the points back is not timed
+        events.info(f"seed {seed}: finished earlier; its result is rebuilt from {seed_dir / 'points'}")
     ctx = _Seed(seed_dir, seed, schedule, threads, events)
-    with _clock(seed_dir, "teacher"):
+    with _clock(seed_dir, "teacher", not finished):
         teacher = ctx.teacher(teacher_dir)
-    with _clock(seed_dir, "student_base"):  # built once, then cached for every seed
+    with _clock(seed_dir, "student_base", not finished):  # built once, then cached for every seed
         student = ctx.student_base()
-    rl = _arm(seed_dir / "rl.json", lambda: ctx.rl_arm(student["model_dir"]), seed_dir, "rl")
-    distill = _arm(seed_dir / "distill.json", lambda: ctx.distill_arm(student["model_dir"], teacher["run_dir"]),
-                   seed_dir, "distill")
+    with _clock(seed_dir, "rl", not finished):
+        rl = ctx.rl_arm(student["model_dir"])
+    with _clock(seed_dir, "distill", not finished):
+        distill = ctx.distill_arm(student["model_dir"], teacher["run_dir"])
     result = {"seed": seed, "teacher": teacher, "student": student, "rl": rl, "distill": distill,
               "comparison": compare(rl["points"], distill["points"]),
               "wall_seconds": json.loads((seed_dir / "timings.json").read_text())}
@@ -132,18 +137,28 @@ def run_seed(out_dir: Path, seed: int, quick: bool = False, events: Events | Non
 
 def compare(rl_points: list[dict], distill_points: list[dict]) -> dict:
     """Both arms' pass@1 at the largest FLOPs budget both cover (`aha.algo.budget`), per problem
-    too (for the interval over seeds and problems), and each arm's final point."""
+    too (for the interval over seeds and problems), and each arm's final point. Beside it, the same
+    comparison with the teacher's sampling left uncharged (the paper's own accounting: it compares
+    training runs), to show how much of the verdict the teacher's bill decides."""
+    uncharged = [{**p, "flops": p["flops"] - p.get("teacher_sampling_flops", 0.0)} for p in distill_points]
+    return {
+        "rule": "largest budget both arms cover (the smaller final FLOPs), linear interpolation in FLOPs",
+        **_at_common_budget(rl_points, distill_points),
+        **{f"{arm}_final": {k: pts[-1].get(k) for k in ("flops", "pass@1", "reflection_rate", "response_length_mean")}
+           for arm, pts in (("rl", rl_points), ("distill", distill_points))},
+        "teacher_sampling_not_charged": {k: v for k, v in _at_common_budget(rl_points, uncharged).items()
+                                         if k != "difference_by_problem"},
+    }
+
+
+def _at_common_budget(rl_points: list[dict], distill_points: list[dict]) -> dict:
     curves = {"rl": rl_points, "distill": distill_points}
     budget = common_budget([[p["flops"] for p in pts] for pts in curves.values()])
     shares = {arm: accuracy_at([p["flops"] for p in pts], [p["shares"] for p in pts], budget)
               for arm, pts in curves.items()}
-    return {
-        "rule": "largest budget both arms cover (the smaller final FLOPs), linear interpolation in FLOPs",
-        "budget_flops": budget, "rl": float(shares["rl"].mean()), "distill": float(shares["distill"].mean()),
-        "difference": float(shares["distill"].mean() - shares["rl"].mean()),
-        "difference_by_problem": (shares["distill"] - shares["rl"]).tolist(),
-        **{f"{arm}_final": {"flops": pts[-1]["flops"], "pass@1": pts[-1]["pass@1"]} for arm, pts in curves.items()},
-    }
+    return {"budget_flops": budget, "rl": float(shares["rl"].mean()), "distill": float(shares["distill"].mean()),
+            "difference": float(shares["distill"].mean() - shares["rl"].mean()),
+            "difference_by_problem": (shares["distill"] - shares["rl"]).tolist()}
 
 
 def summarize(per_seed: list[dict]) -> dict:
@@ -153,11 +168,16 @@ def summarize(per_seed: list[dict]) -> dict:
         raise ValueError("summarize needs at least one seed's result")
     rows = [{"seed": r["seed"], "budget_flops": r["comparison"]["budget_flops"], "teacher": r["teacher"]["pass@1"],
              "rl": r["comparison"]["rl"], "distill": r["comparison"]["distill"],
-             "difference": r["comparison"]["difference"]} for r in per_seed]
+             "difference": r["comparison"]["difference"],
+             # Behaviour at each arm's last point: did the student check itself, as the teacher does?
+             "reflection": {arm: r["comparison"][f"{arm}_final"].get("reflection_rate") for arm in ("rl", "distill")},
+             "teacher_reflection": r["teacher"].get("reflection_rate")} for r in per_seed]
     mean = {key: float(np.mean([row[key] for row in rows])) for key in ("teacher", "rl", "distill", "difference")}
     low, high = crossed_bootstrap_ci([r["comparison"]["difference_by_problem"] for r in per_seed])
     wins = sum(row["difference"] > 0 for row in rows)
+    uncharged = float(np.mean([r["comparison"]["teacher_sampling_not_charged"]["difference"] for r in per_seed]))
     return {"rows": rows, "mean": mean, "difference_ci95": [low, high], "distill_wins": wins, "seeds": len(rows),
+            "mean_difference_teacher_sampling_not_charged": uncharged,
             "verdict": _verdict(wins, len(rows), mean["difference"], low, high),
             "interval": "percentile bootstrap over seeds and held-out problems (aha.algo.intervals)"}
 
@@ -192,7 +212,7 @@ class _Seed:
 
         point_file = self.dir / "points" / "teacher.json"
         if point_file.exists():
-            return json.loads(point_file.read_text())
+            return self.read_point(point_file)
         run_dir = Path(teacher_dir) if teacher_dir else self.dir / "teacher"
         if teacher_dir is None and not (run_dir / "summary.json").exists():
             grpo.run(self.zero_config("teacher", self.schedule.teacher), run_dir, self.events)
@@ -232,7 +252,7 @@ class _Seed:
                 point = {"name": f"rl-step-{step}", "step": step, "flops": training_flops(_checkpoint_cost(checkpoint)),
                          **self.evaluate(checkpoint, f"rl-step-{step}")}
                 _keep(point_file, point)
-            points.append(json.loads(point_file.read_text()))
+            points.append(self.read_point(point_file))
         return {"run_dir": str(run_dir), "points": points}
 
     def distill_arm(self, base_dir: str, teacher_run: str) -> dict:
@@ -257,7 +277,7 @@ class _Seed:
                          "trained_rows": summary["trained_rows"], "teacher_correct_rate": summary["correct_rate"],
                          **self.evaluate(Path(summary["student_dir"]), name)}
                 _keep(point_file, point)
-            points.append(json.loads(point_file.read_text()))
+            points.append(self.read_point(point_file))
         return {"points": points}
 
     def base_point(self, base_dir: str) -> dict:
@@ -265,26 +285,35 @@ class _Seed:
         point_file = self.dir / "points" / "base.json"
         if not point_file.exists():
             _keep(point_file, {"name": "base", "flops": 0.0, **self.evaluate(Path(base_dir), "base")})
-        return json.loads(point_file.read_text())
+        return self.read_point(point_file)
 
     def evaluate(self, model_dir: Path, name: str) -> dict:
         """`aha eval` of a model directory into `evals/<name>` (reused when there): pass@1, its
-        interval, and each problem's share of correct samples."""
+        interval, each problem's share of correct samples, and the behaviour the samples show."""
         import torch
 
+        from aha.observe.metrics import reflection_count
         from aha.stages import paper_eval
+        from aha.tasks import get_task
 
         out = self.dir / "evals" / name
         if not (out / "eval.json").exists():
             torch.set_num_threads(self.threads)
             paper_eval.run(str(model_dir), self.schedule.eval, out)
+            self.events.info(f"seed {self.seed}: {name}: pass@1 {json.loads((out / 'eval.json').read_text())['pass@1']:.3f}")
         report = json.loads((out / "eval.json").read_text())
-        correct = [float(r["correct"]) for r in runs.read_jsonl(out / "records.jsonl")]
-        k = report["k"]
-        shares = [sum(correct[i : i + k]) / k for i in range(0, len(correct), k)]
-        self.events.info(f"seed {self.seed}: {name}: pass@1 {report['pass@1']:.3f}")
+        records = runs.read_jsonl(out / "records.jsonl")
+        correct, k = [float(r["correct"]) for r in records], report["k"]
+        markers = get_task(self.schedule.eval.task).reflection_markers
         return {"model": str(model_dir), "pass@1": report["pass@1"], "ci95": report["pass@1_ci95"],
-                "eval_dir": str(out), "shares": shares}
+                "eval_dir": str(out), "shares": [sum(correct[i : i + k]) / k for i in range(0, len(correct), k)],
+                "response_length_mean": report["response_length_mean"],
+                "reflection_rate": float(np.mean([reflection_count(r["completion"], markers) > 0 for r in records]))}
+
+    def read_point(self, point_file: Path) -> dict:
+        """A kept point, its evaluation's figures derived again from `evals/` (no model runs)."""
+        point = json.loads(point_file.read_text())
+        return {**point, **self.evaluate(Path(point["model"]), point["name"])}
 
 
 def _checkpoint_cost(checkpoint: Path) -> dict:
@@ -292,14 +321,6 @@ def _checkpoint_cost(checkpoint: Path) -> dict:
     import torch
 
     return torch.load(checkpoint / "trainer_state.pt", weights_only=False)["state"]["cost"]
-
-
-def _arm(done_file: Path, build: Callable[[], dict], seed_dir: Path, name: str) -> dict:
-    """A finished arm read back, else built (and timed) and kept."""
-    if done_file.exists():
-        return json.loads(done_file.read_text())
-    with _clock(seed_dir, name):
-        return _keep(done_file, build())
 
 
 def _keep(path: Path, data: dict) -> dict:
@@ -323,13 +344,14 @@ def _schedule_json(schedule: Schedule) -> dict:
 
 
 @contextmanager
-def _clock(seed_dir: Path, name: str):
+def _clock(seed_dir: Path, name: str, record: bool = True):
     """Add the block's wall seconds to `timings.json[name]` (summed over resumed sessions)."""
     start = time.time()
     try:
         yield
     finally:
-        path = seed_dir / "timings.json"
-        timings = json.loads(path.read_text()) if path.exists() else {}
-        timings[name] = timings.get(name, 0.0) + time.time() - start
-        runs.write_json(path, timings)
+        if record:
+            path = seed_dir / "timings.json"
+            timings = json.loads(path.read_text()) if path.exists() else {}
+            timings[name] = timings.get(name, 0.0) + time.time() - start
+            runs.write_json(path, timings)

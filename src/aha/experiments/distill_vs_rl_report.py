@@ -68,7 +68,9 @@ def write_report(results: dict, out_dir: Path) -> Path:
         "(N non-embedding); distillation pays for the teacher's sampling at the teacher's N; evaluation and "
         "pretraining are counted for neither arm, the teacher's own RL is not charged to distillation.</p>",
         _seed_table(summary), f"<p class=\"why\">Budget rule: {_e(first['comparison']['rule'])}. Interval: "
-        f"{_e(summary['interval'])}.</p>",
+        f"{_e(summary['interval'])}. With the teacher's sampling left uncharged (the paper compares training "
+        f"runs only), distilled − RL averages {100 * summary['mean_difference_teacher_sampling_not_charged']:+.1f} "
+        "points at that view's largest common budget.</p>",
         f'<figure><img alt="pass@1 against FLOPs" src="data:image/png;base64,{image}"></figure>',
         "<h2>Shared and separate costs</h2>", _cost_table(per_seed),
         "<h2>Every point</h2>", *[_points_table(r) for r in per_seed],
@@ -82,14 +84,22 @@ def write_report(results: dict, out_dir: Path) -> Path:
 
 def _seed_table(summary: dict) -> str:
     rows = ["<table><tr><th>seed</th><th>equal-FLOPs budget</th><th>teacher</th><th>RL student</th>"
-            "<th>distilled student</th><th>distilled − RL</th></tr>"]
+            "<th>distilled student</th><th>distilled − RL</th><th>reflection: teacher / RL / distilled "
+            "(last points)</th></tr>"]
     for r in summary["rows"]:
+        reflection = " / ".join(_pct(v) for v in (r["teacher_reflection"], r["reflection"]["rl"],
+                                                  r["reflection"]["distill"]))
         rows.append(f"<tr><td>{r['seed']}</td><td>{format_flops(r['budget_flops'])}</td><td>{r['teacher']:.3f}</td>"
-                    f"<td>{r['rl']:.3f}</td><td>{r['distill']:.3f}</td><td>{100 * r['difference']:+.1f} pts</td></tr>")
+                    f"<td>{r['rl']:.3f}</td><td>{r['distill']:.3f}</td><td>{100 * r['difference']:+.1f} pts</td>"
+                    f"<td>{reflection}</td></tr>")
     m, (low, high) = summary["mean"], summary["difference_ci95"]
     rows.append(f"<tr><th>mean</th><td></td><td>{m['teacher']:.3f}</td><td>{m['rl']:.3f}</td><td>{m['distill']:.3f}</td>"
-                f"<td>{100 * m['difference']:+.1f} pts [{100 * low:+.1f}, {100 * high:+.1f}]</td></tr>")
+                f"<td>{100 * m['difference']:+.1f} pts [{100 * low:+.1f}, {100 * high:+.1f}]</td><td></td></tr>")
     return "".join(rows) + "</table>"
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.0f}%" if isinstance(value, float) else "—"
 
 
 def _cost_table(per_seed: list[dict]) -> str:
@@ -110,13 +120,14 @@ def _cost_table(per_seed: list[dict]) -> str:
 
 def _points_table(result: dict) -> str:
     rows = [f"<h3>seed {result['seed']}</h3><table><tr><th>point</th><th>training FLOPs</th><th>pass@1</th>"
-            "<th>95% interval</th><th>detail</th></tr>"]
+            "<th>95% interval</th><th>reflection</th><th>length</th><th>detail</th></tr>"]
     for arm in ("rl", "distill"):
         for p in result[arm]["points"]:
             detail = (f"{p['trained_rows']} rows from {p['problems']} teacher problems, sampling "
                       f"{format_flops(p['teacher_sampling_flops'])}" if "problems" in p else "")
             rows.append(f"<tr><td>{_e(arm + ' · ' + p['name'])}</td><td>{format_flops(p['flops'])}</td>"
                         f"<td>{p['pass@1']:.3f}</td><td>[{p['ci95'][0]:.3f}, {p['ci95'][1]:.3f}]</td>"
+                        f"<td>{_pct(p.get('reflection_rate'))}</td><td>{p.get('response_length_mean', 0):.1f}</td>"
                         f"<td>{_e(detail)}</td></tr>")
     return "".join(rows) + "</table>"
 
