@@ -49,9 +49,11 @@ from aha.config.distill import DistillConfig
 from aha.events import Events
 from aha.stages.paper_eval import EvalSettings
 
-# The student: hidden 64 and 3 layers against the teacher's 128 and 4 — 148 k non-embedding
-# parameters to the teacher's 789 k (1/5.3), so a teacher token costs 5.3 student tokens. Depth 3
-# keeps room for the trace's steps (trial product, compare, correct); same heads, same 3× MLP ratio.
+# The student, fixed before any run: hidden 64 and 3 layers against the teacher's 128 and 4 — 148 k
+# non-embedding parameters to the teacher's 789 k (1/5.3; R1's distilled students span 1/25 to ~1 of
+# its 37 B active parameters), so a teacher token costs 5.3 student tokens. Half the width keeps
+# the heads and the 3× MLP ratio; 3 layers, not 2, leave depth for the traces' steps (product,
+# compare, step down).
 STUDENT = {"hidden": 64, "layers": 3, "heads": 4, "kv_heads": 2, "mlp": 192}
 # Phases a ledger records that are not training: held-out evaluation and the base's pretraining.
 NOT_TRAINING = ("eval", "pretrain")
