@@ -189,3 +189,19 @@ def test_cli_prints_the_table_and_resumes(quick_run, tmp_path):
     assert "equal FLOPs" in result.output and "Table 6" in result.output and "results.json" in result.output
     bad = CliRunner().invoke(app, ["experiment", "distill-vs-rl", "--seeds", "0", "0", "--out", str(copy)])
     assert bad.exit_code == 2 and "distinct seeds" in bad.output
+
+
+def test_a_given_teacher_is_used_not_trained(quick_run, tmp_path):
+    from aha.experiments import distill_vs_rl
+
+    out, results, _, home = quick_run
+    recorder = Recorder()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AHA_HOME", str(home))
+        again = distill_vs_rl.run_seed(tmp_path / "x", 0, quick=True, events=Events([recorder]),
+                                       teacher_dir=out / "seed-0" / "teacher")
+    assert not (tmp_path / "x" / "seed-0" / "teacher").exists()
+    assert again["teacher"]["run_dir"] == str(out / "seed-0" / "teacher")
+    assert again["teacher"]["rl_flops"] == results["per_seed"][0]["teacher"]["rl_flops"]
+    assert sum(e.data["name"] == "GRPO" for e in recorder.of("phase")) == 2  # the RL arm's two segments only
+    assert again["comparison"]["difference"] == pytest.approx(results["per_seed"][0]["comparison"]["difference"])
