@@ -414,5 +414,51 @@ def report(
         console.print(f"report: {write_report(runs, out)}")
 
 
+experiment_app = typer.Typer(no_args_is_help=True, help="The paper's comparisons in miniature, over seeds, "
+                                                          "with a table and a report (resumable).")
+app.add_typer(experiment_app, name="experiment")
+
+
+def _run_experiment(experiment):
+    """Run `experiment(events)` with the console view; a stop or a user error ends it like a stage."""
+    from aha.events import Events
+    from aha.terminal import ConsoleView
+    from aha.train.signals import StopRequested
+
+    _quiet_transformers()
+    view = ConsoleView(console)
+    try:
+        return experiment(Events([view]))
+    except StopRequested as stop:
+        console.print(f"\n{stop}; rerun the same command to continue")
+        raise typer.Exit(stop.exit_code)
+    except USER_ERRORS as err:
+        _fail(err)
+    finally:
+        view.close()
+
+
+@experiment_app.command("distill-vs-rl")
+def distill_vs_rl(
+    more_seeds: Optional[List[int]] = typer.Argument(None, metavar="[SEED …]", help="more seeds (`--seeds 0 1 2`)"),
+    seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="training seeds, e.g. --seeds 0 1 2 (default 0 1 2)"),
+    out: Path = typer.Option(Path("runs/distill-vs-rl"), "--out", help="experiment directory (rerun to resume)"),
+    quick: bool = typer.Option(False, "--quick", help="a schedule of seconds, for tests (not a result)"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for every stage"),
+):
+    """Table 6 in miniature: a small student distilled from the RL teacher vs the same student
+    trained by GRPO, compared at equal training FLOPs (teacher sampling charged to distillation)."""
+    from aha.experiments import distill_vs_rl as experiment
+    from aha.terminal import distill_vs_rl_table
+
+    if more_seeds and not seeds:
+        _fail(ValueError(f"unexpected arguments {more_seeds}: give seeds as --seeds 0 1 2"))
+    chosen = [*(seeds or []), *(more_seeds or [])] or [0, 1, 2]
+    results = _run_experiment(lambda events: experiment.run(out, chosen, quick, events, threads=threads))
+    console.print(distill_vs_rl_table(results["summary"]))
+    console.print(results["summary"]["verdict"])
+    console.print(f"files: {out}/results.json, {results['report']}")
+
+
 def main() -> None:  # pragma: no cover
     sys.exit(app())

@@ -123,3 +123,22 @@ def r1_table(comparison: dict, run_dir: Path):
                       format_flops(cost["flops"]).replace("FLOP", "") if cost.get("flops") else "—",
                       f"{cost['seconds']:.0f}s" if cost.get("seconds") else "—")
     return table
+
+
+def distill_vs_rl_table(summary: dict):
+    """The table `aha experiment distill-vs-rl` ends with: each seed at its equal-FLOPs budget."""
+    from rich.table import Table
+
+    from aha.observe.cost import format_flops
+
+    table = Table(title="distilled vs RL student at equal FLOPs (held-out pass@1)")
+    for name in ("seed", "budget", "teacher", "RL", "distilled", "distilled − RL", "reflecting RL/dist."):
+        table.add_column(name, justify="right")
+    for r in summary["rows"]:
+        reflection = "/".join(f"{100 * v:.0f}%" if v is not None else "—" for v in r["reflection"].values())
+        table.add_row(str(r["seed"]), format_flops(r["budget_flops"]), f"{r['teacher']:.3f}", f"{r['rl']:.3f}",
+                      f"{r['distill']:.3f}", f"{100 * r['difference']:+.1f} pts", reflection)
+    m, (low, high) = summary["mean"], summary["difference_ci95"]
+    table.add_row("mean", "", f"{m['teacher']:.3f}", f"{m['rl']:.3f}", f"{m['distill']:.3f}",
+                  f"[bold]{100 * m['difference']:+.1f}[/bold] [{100 * low:+.1f}, {100 * high:+.1f}]", "")
+    return table
