@@ -60,7 +60,7 @@ def test_aha_rm_learns_held_out_preferences_and_writes_a_transformers_model(rm_r
     summary = json.loads((rm_run / "summary.json").read_text())
     # Measured on this tiny (2-layer, 32-wide, barely pretrained) body, seed 0: 0.57 → 0.65 on 200 held-out
     # pairs (seeds 1, 2: 0.54 → 0.59, 0.43 → 0.61); it learns the surface of a good summary (short, in
-    # the prompt's language), hardly its content. The bilingual base does better (BENCHMARKS.md).
+    # the prompt's language), hardly its content.
     assert summary["held_out_accuracy_end"] >= 0.6 and summary["held_out_accuracy_end"] > summary["held_out_accuracy_start"]
     assert summary["pairs_train"] == 600 and summary["pairs_held_out"] == 200 and summary["steps"] == STEPS
     assert summary["rubric_agreement_end"]["spearman"] > summary["rubric_agreement_start"]["spearman"]

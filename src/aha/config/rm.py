@@ -39,7 +39,7 @@ class RMSection:
     pairs_options: dict = field(default_factory=dict)  # general_bilingual's options for the synthetic pairs
     agreement_problems: int = 100  # held-out prompts whose candidate summaries are ranked against the rubric
     epochs: int = 2
-    lr: float = 3e-4
+    lr: float = 1e-3
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0

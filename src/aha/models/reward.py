@@ -1,9 +1,10 @@
 """Reward models: a transformers `…ForSequenceClassification` with one label, scoring prompt + summary.
 
 One text layout, shared by training (`aha rm`) and scoring (the `reward_model` reward), so the model
-is scored on exactly what it learned from: the prompt as the policy sees it, a space, the summary —
-never the thought (R1 §2.3.4 scores helpfulness on the summary only). The score is the classification
-head's logit at the last non-pad token (transformers' pooling), batched with right padding.
+is scored on exactly what it learned from: the prompt as the policy sees it, a space, the summary
+(`rm_text`), EOS — never the thought (R1 §2.3.4 scores helpfulness on the summary only). The score
+is the classification head's logit at the last non-pad token (transformers' pooling), batched with
+right padding.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from aha.models.loading import DTYPES, load_tokenizer
 
 
 def rm_text(prompt: str, summary: str) -> str:
+    """The scored text: the prompt, a space, the summary. (Wrapping the summary in an <answer> block,
+    as the R1 template writes it, did worse on the bilingual base at lr 1e-3: held-out pairwise
+    accuracy 0.63 and Spearman agreement with the rubric 0.12, against 0.60–0.66 and 0.35–0.37.)"""
     return f"{prompt} {summary}"
 
 

@@ -32,7 +32,7 @@ from aha.observe.stats import spearman
 from aha.stages.pretrain import base_model_dir
 from aha.tasks.records import RecordError, read_records
 from aha.template import render_prompt, summary_text
-from aha.train import checkpoint, guard, optim, session
+from aha.train import checkpoint, dist, guard, optim, session
 from aha.train.signals import StopRequested, graceful_stop
 
 
@@ -117,6 +117,8 @@ class _Trainer:
 
 def _setup(cfg: RMConfig, run_dir: Path, events: Events) -> _Trainer:
     """Model (a fresh head on the body, or the latest checkpoint), pairs, optimizer and schedule, state."""
+    if dist.current().active:  # every rank would train alone and write the same directory
+        raise ValueError("aha rm runs in one process: launch it without torchrun / accelerate launch")
     session.seed_and_threads(cfg.run)
     latest = runs.latest_checkpoint(run_dir)
     if latest is None and ((run_dir / "summary.json").exists() or (run_dir / "model").exists()):
