@@ -22,9 +22,9 @@ from aha.rewards import combine, get_reward
 from aha.rewards.model import NO_SUMMARY, load_scorer
 from aha.tasks import get_task
 
-RM_FAST = ["rm.pairs=600", "rm.held_out_pairs=200", "rm.epochs=4", "rm.lr=1e-2", "rm.batch_pairs=32",
+RM_FAST = ["rm.pairs=600", "rm.held_out_pairs=200", "rm.epochs=6", "rm.lr=3e-3", "rm.batch_pairs=32",
            "rm.agreement_problems=20", "run.progress=false", "run.threads=1", "run.save_every=10"]
-STEPS = 4 * 19  # 600 pairs in batches of 32: 19 steps an epoch
+STEPS = 6 * 19  # 600 pairs in batches of 32: 19 steps an epoch
 
 
 def test_bradley_terry_equals_the_reference_and_adds_over_micro_batches():
@@ -58,9 +58,9 @@ def rm_run(tiny_model_dir, tmp_path_factory):
 
 def test_aha_rm_learns_held_out_preferences_and_writes_a_transformers_model(rm_run):
     summary = json.loads((rm_run / "summary.json").read_text())
-    # Measured on this tiny (2-layer, 32-wide, barely pretrained) body, seed 0: 0.57 → 0.65 on 200 held-out
-    # pairs (seeds 1, 2: 0.54 → 0.59, 0.43 → 0.61); it learns the surface of a good summary (short, in
-    # the prompt's language), hardly its content.
+    # Measured on this tiny (2-layer, 32-wide, barely pretrained) body, seed 0: 0.54 → 0.665 on 200
+    # held-out pairs (seeds 1, 2: 0.53 → 0.605, 0.57 → 0.545); it learns the surface of a good summary
+    # (short, in the prompt's language), hardly its content.
     assert summary["held_out_accuracy_end"] >= 0.6 and summary["held_out_accuracy_end"] > summary["held_out_accuracy_start"]
     assert summary["pairs_train"] == 600 and summary["pairs_held_out"] == 200 and summary["steps"] == STEPS
     assert summary["rubric_agreement_end"]["spearman"] > summary["rubric_agreement_start"]["spearman"]
@@ -81,7 +81,9 @@ def test_the_reward_scores_the_summary_only(rm_run):
                    f"<think>something else</think> {general.answer}",  # R1's own format: after </think>
                    "<think>never finished", f"<think>x</think> <answer>{reasoning.answer}</answer>"]
     values = get_reward("reward_model")(completions, problems=[general] * 4 + [reasoning], scorer=scorer)
-    assert 0.0 < values[0] < 1.0 and values[0] == values[1] == values[2]
+    # The same text reaches the model whatever the thought (equal up to batch-position rounding).
+    assert 0.0 < values[0] < 1.0
+    assert values[1] == pytest.approx(values[0], abs=1e-6) and values[2] == pytest.approx(values[0], abs=1e-6)
     assert values[3] == NO_SUMMARY and values[4] is None
     scored = combine({"accuracy": 1.0, "reward_model": 1.0}, completions[-2:], problems=[general, reasoning],
                      task=task, scorer=scorer)
@@ -93,7 +95,7 @@ def test_the_reward_scores_the_summary_only(rm_run):
 def test_aha_rm_resumes_to_the_uninterrupted_model(rm_run, tmp_path):
     cut = tmp_path / "cut"
     shutil.copytree(rm_run, cut)
-    for name in ("model", "summary.json", f"checkpoint-{STEPS}"):  # as if stopped after step 70's checkpoint
+    for name in ("model", "summary.json", f"checkpoint-{STEPS}"):  # as if stopped after step 110's checkpoint
         shutil.rmtree(cut / name) if (cut / name).is_dir() else (cut / name).unlink()
     result = rm_cli("--resume", str(cut))
     assert result.exit_code == 0, result.output

@@ -2,7 +2,7 @@
 
 One text layout, shared by training (`aha rm`) and scoring (the `reward_model` reward), so the model
 is scored on exactly what it learned from: the prompt as the policy sees it, a space, the summary
-(`rm_text`), EOS — never the thought (R1 §2.3.4 scores helpfulness on the summary only). The score
+(`rm_text`) — never the thought (R1 §2.3.4 scores helpfulness on the summary only). The score
 is the classification head's logit at the last non-pad token (transformers' pooling), batched with
 right padding.
 """
@@ -22,7 +22,7 @@ from aha.models.loading import DTYPES, load_tokenizer
 def rm_text(prompt: str, summary: str) -> str:
     """The scored text: the prompt, a space, the summary. (Wrapping the summary in an <answer> block,
     as the R1 template writes it, did worse on the bilingual base at lr 1e-3: held-out pairwise
-    accuracy 0.63 and Spearman agreement with the rubric 0.12, against 0.60–0.66 and 0.35–0.37.)"""
+    accuracy 0.63 and Spearman agreement with the rubric 0.12, against 0.66 and 0.35.)"""
     return f"{prompt} {summary}"
 
 
@@ -33,13 +33,11 @@ def context_length(model, requested: int = 0) -> int:
 
 
 def encode(tokenizer, prompt: str, summary: str, max_length: int) -> tuple[list[int], bool]:
-    """Token ids of one scored text and whether it was cut. The text ends with EOS (where the
-    tokenizer's EOS is not its pad token), so the head always reads the same position: the one that
-    has seen the whole summary end. A text too long loses its *beginning*: the summary is what is scored."""
+    """Token ids of one scored text and whether it was cut. A text too long loses its *beginning*:
+    the summary at the end is what is scored, and the pooled token is the last one. (An EOS appended
+    as the pooled token did worse on the bilingual base: held-out pairwise accuracy 0.60 and 0.595
+    in two runs, against 0.66 and 0.655 without.)"""
     ids = tokenizer(rm_text(prompt, summary))["input_ids"]
-    eos = tokenizer.eos_token_id
-    if eos is not None and eos != tokenizer.pad_token_id and (not ids or ids[-1] != eos):
-        ids = ids + [eos]
     return (ids[-max_length:], True) if len(ids) > max_length else (ids, False)
 
 
