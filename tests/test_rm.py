@@ -118,6 +118,25 @@ def test_a_pairs_file_with_a_bad_row_names_file_line_and_field(tiny_model_dir, t
     assert result.exit_code == 2 and "line 2: field 'chosen' must be text, got int" in result.output
 
 
+def test_aha_rm_trains_on_a_pairs_file(tiny_model_dir, tmp_path):
+    from aha.tasks.general import preference_pairs
+
+    path = tmp_path / "pairs.jsonl"
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in preference_pairs(40, seed=3)]
+    rows[5]["rejected"] = rows[5]["chosen"]  # nothing to tell apart: dropped, reported
+    rows[6]["chosen"] = "<think>cut short"  # no summary: dropped, reported
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = rm_cli(f"model.path={tiny_model_dir}", f"data.path={path}", f"run.out_dir={tmp_path}", "run.name=file",
+                    "data.held_out=0.25", "rm.epochs=1", "rm.batch_pairs=8", "run.progress=false", "run.threads=1")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "file" / "summary.json").read_text())
+    assert (summary["pairs_train"], summary["pairs_held_out"], summary["pairs_dropped"]) == (28, 10, 2)
+    assert "line 6: chosen and rejected have the same summary" in summary["dropped"][0]
+    assert "line 7: field 'chosen' has no summary" in summary["dropped"][1]
+    assert summary["rubric_agreement_end"] is None and summary["steps"] == 4
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "file" / "model").config.num_labels == 1
+
+
 def test_grpo_on_a_mixture_with_the_reward_model(rm_run, tiny_model_dir, tmp_path):
     rewards = "rewards={accuracy: 1.0, format: 0.2, reward_model: 1.0}"
     args = ["zero", f"model.path={tiny_model_dir}", f"run.out_dir={tmp_path}", "run.name=all", rewards,
