@@ -229,6 +229,22 @@ def sample(
 
 
 @app.command()
+def rm(
+    args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. data.path=pairs.jsonl "
+                                                           "model.path=DIR (default: synthetic pairs, bilingual base)"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """A reward model (one-label classifier on a causal LM's body) trained on preference pairs, scoring
+    prompt + summary: the model `reward_model.path` names for all-scenario RL."""
+    from aha.config.rm import RMConfig
+
+    summary, run_dir = _run_stage("rm", RMConfig, "aha.stages.rm", args, resume, None, force, allow_changes)
+    from aha.terminal import rm_summary
+
+    console.print(rm_summary(summary, run_dir))
+
+
+@app.command()
 def distill(
     args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. sample.problems=2000"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="a run, a model directory or an OpenAI-compatible URL"),
@@ -238,11 +254,10 @@ def distill(
 ):
     """Teacher traces (verified, filtered, deduped, decontaminated) distilled into a student by SFT."""
     from aha.config.distill import DistillConfig
-    from aha.stages import distill as distill_stage
 
     extra = [f"{key}={value}" for key, value in (("teacher.path", teacher), ("model.path", student),
                                                  ("task.name", task)) if value]
-    summary, run_dir = _run_stage("distill", DistillConfig, distill_stage.run, args, resume, None, force,
+    summary, run_dir = _run_stage("distill", DistillConfig, "aha.stages.distill", args, resume, None, force,
                                   allow_changes, extra)
     table = Table(title=f"distillation {run_dir.name}", show_header=False)
     table.add_row("teacher", str(summary["teacher"]))

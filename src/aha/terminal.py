@@ -142,3 +142,21 @@ def distill_vs_rl_table(summary: dict):
     table.add_row("mean", "", f"{m['teacher']:.3f}", f"{m['rl']:.3f}", f"{m['distill']:.3f}",
                   f"[bold]{100 * m['difference']:+.1f}[/bold] [{100 * low:+.1f}, {100 * high:+.1f}]", "")
     return table
+
+
+def rm_summary(summary: dict, run_dir: Path):
+    """The table `aha rm` ends with."""
+    from rich.table import Table
+
+    table = Table(title=f"reward model {run_dir.name}", show_header=False)
+    table.add_row("held-out pairwise accuracy (start → end)", f"{summary['held_out_accuracy_start']:.3f} → "
+                                                               f"[bold]{summary['held_out_accuracy_end']:.3f}[/bold]")
+    start, end = summary.get("rubric_agreement_start"), summary.get("rubric_agreement_end")
+    if start and end:
+        table.add_row("rank agreement with the rubric, Spearman (start → end)",
+                      f"{start['spearman']:.3f} → {end['spearman']:.3f}")
+    table.add_row("pairs trained / held out / dropped", f"{summary['pairs_train']} / {summary['pairs_held_out']} / "
+                                                         f"{summary['pairs_dropped']}")
+    table.add_row("optimizer steps / wall seconds", f"{summary['steps']} / {summary['wall_seconds']:.0f}")
+    table.add_row("model", str(summary["model_dir"]))
+    return table
