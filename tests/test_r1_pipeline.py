@@ -21,8 +21,10 @@ from aha.config.r1 import R1Config
 TINY = ["run.threads=1", "run.progress=false", "zero_baseline=false", "cold_start.traces=48",
         "cold_start.sft.epochs=1", "reasoning_rl.grpo.steps=3", "reasoning_rl.grpo.prompts_per_step=4",
         "reasoning_rl.grpo.group_size=4", "rejection.sample.problems=24", "rejection.sample.k=2",
-        "rollout.max_batch=16", "rollout.max_new_tokens=40", "rejection.non_reasoning_share=0",
-        "rejection.sft.epochs=1", "eval.problems=12", "eval.k=2"]
+        "rollout.max_batch=16", "rollout.max_new_tokens=40", "rejection.sft.epochs=1", "eval.problems=12",
+        "eval.k=2", "all_scenario.grpo.steps=2", "all_scenario.grpo.prompts_per_step=4",
+        "all_scenario.grpo.group_size=4", "all_scenario.rm.pairs=64", "all_scenario.rm.held_out_pairs=16",
+        "all_scenario.rm.agreement_problems=0", "all_scenario.rm.epochs=1", "all_scenario.general_problems=6"]
 
 
 @pytest.mark.parametrize("override, message", [
@@ -33,6 +35,9 @@ TINY = ["run.threads=1", "run.progress=false", "zero_baseline=false", "cold_star
     ("task.name=gsm8k", "no synthetic cold-start traces"),
     ("rejection.sample.filters=[correct, readible]", "rejection.sample.filters"),
     ("rejection.non_reasoning_share=0.95", "rejection.non_reasoning_share"),
+    ("all_scenario.general_share=0", "all_scenario.general_share"),
+    ("all_scenario.rewards={accuracy: 1.0, reward_model: 1.0, judge: 1.0}", "unknown reward 'judge'"),
+    ("all_scenario.reward_model.path=/no/such/rm", "all_scenario.reward_model.path"),
 ])
 def test_bad_pipeline_configs_fail_at_load_naming_the_field(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
@@ -51,18 +56,26 @@ def test_the_pipeline_runs_its_stages_and_skips_what_is_done(tmp_path):
     result = CliRunner().invoke(app, ["r1", f"run.out_dir={tmp_path}", *TINY])
     assert result.exit_code == 0, result.output
     pipeline = tmp_path / "r1"
-    for stage in ("cold-start", "reasoning-rl", "rejection-sampling", "rejection-sft"):
+    stages = ("cold-start", "reasoning-rl", "rejection-sampling", "rejection-sft", "rm", "all-scenario-rl")
+    for stage in stages:
         assert (pipeline / stage / "summary.json").exists(), stage
     comparison = json.loads((pipeline / "compare.json").read_text())
-    assert list(comparison) == ["base", "cold-start", "reasoning-rl", "rejection-sft"]
+    assert list(comparison) == ["base", "cold-start", "reasoning-rl", "rejection-sft", "all-scenario-rl"]
     for row in comparison.values():
         low, high = row["pass@1_ci95"]
         assert low <= row["pass@1"] <= high and 0 <= row["readable_rate"] <= 1
+        assert 0 <= row["rm_score"] <= 1 and 0 <= row["rubric"] <= 1 and row["general_problems"] == 6
+    # After an SFT on the mix (non-reasoning rows in it), general prompts get summaries the RM scores.
+    assert comparison["rejection-sft"]["rm_score"] > 0
+    # The all-scenario RL draws general prompts and pays the reward model on them.
+    metrics = runs.read_jsonl(pipeline / "all-scenario-rl" / "metrics.jsonl")
+    assert any(r["reward/reward_model"] > 0 for r in metrics)
     # The cold start trains on readable traces: the SFT'd model writes more readable checks than the base.
     assert comparison["cold-start"]["reflection_rate"] > comparison["base"]["reflection_rate"]
     mix = json.loads((pipeline / "rejection-sft" / "mix.json").read_text())
     kept = json.loads((pipeline / "rejection-sampling" / "summary.json").read_text())["kept"]
-    assert mix["reasoning"] == kept and mix["rows"] == kept + mix["non_reasoning"]
+    assert mix["reasoning"] == kept and mix["rows"] == kept + mix["non_reasoning"] and mix["non_reasoning"] > 0
+    assert sum(mix["non_reasoning_quality"].values()) == mix["non_reasoning"]
     assert (pipeline / "report.html").stat().st_size > 10_000
     # The rejection SFT starts from the base, not from the RL checkpoint (R1 retrains V3-Base).
     sft_config = (pipeline / "rejection-sft" / "config.yaml").read_text()
@@ -71,7 +84,7 @@ def test_the_pipeline_runs_its_stages_and_skips_what_is_done(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in pipeline.glob("*/summary.json")}
     again = CliRunner().invoke(app, ["r1", "--resume", str(pipeline)])
     assert again.exit_code == 0, again.output
-    assert again.output.count("done, skipped") == 4
+    assert again.output.count("done, skipped") == len(stages)
     assert stamps == {p: p.stat().st_mtime_ns for p in pipeline.glob("*/summary.json")}
 
 

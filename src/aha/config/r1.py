@@ -13,8 +13,10 @@ from pathlib import Path
 
 from aha.config import checks
 from aha.config.base import ConfigError
+from aha.config.rm import RMSection
 from aha.config.sections import (
-    EvalConfig, GRPOConfig, ModelConfig, PretrainConfig, PromptConfig, RolloutConfig, RunConfig, TaskConfig,
+    EvalConfig, GRPOConfig, ModelConfig, PretrainConfig, PromptConfig, RewardModelSection, RolloutConfig, RunConfig,
+    TaskConfig,
 )
 from aha.config.stages import SampleSection, SFTSection
 
@@ -77,6 +79,32 @@ class RejectionSection:
 
 
 @dataclass(frozen=True)
+class AllScenarioSection:
+    # R1 §2.3.4: rule rewards on reasoning prompts (the whole response), a reward model's score of
+    # the summary on general prompts; `general_share` of each step's prompts are general ones.
+    grpo: GRPOConfig = field(default_factory=lambda: GRPOConfig(**{**_RL, "steps": 50}))
+    rewards: dict = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.2, "language_consistency": 1.0,
+                                                   "reward_model": 1.0})
+    general_share: float = 0.25
+    # A reward model directory or an LLM judge's endpoint; both empty: `aha rm` trains one into rm/
+    # (on the base's body, with the `rm` settings below).
+    reward_model: RewardModelSection = field(default_factory=RewardModelSection)
+    rm: RMSection = field(default_factory=RMSection)
+    general_problems: int = 100  # held-out general prompts each stage's model answers in the comparison
+
+    def validate(self, key: str) -> None:
+        RLSection(self.grpo, self.rewards).validate(key)
+        checks.within(f"{key}.general_share", self.general_share, 0.0, 0.9, low_open=True)
+        self.reward_model.validate(f"{key}.reward_model")
+        self.rm.validate(f"{key}.rm")
+        checks.at_least(f"{key}.general_problems", self.general_problems, 1)
+
+    @property
+    def trains_reward_model(self) -> bool:
+        return not (self.reward_model.path or self.reward_model.judge_url)
+
+
+@dataclass(frozen=True)
 class R1Config:
     """`aha r1`: R1's four stages over run directories under one pipeline directory."""
 
@@ -95,10 +123,11 @@ class R1Config:
     cold_start: ColdStartSection = field(default_factory=ColdStartSection)
     reasoning_rl: RLSection = field(default_factory=RLSection)
     rejection: RejectionSection = field(default_factory=RejectionSection)
+    all_scenario: AllScenarioSection = field(default_factory=AllScenarioSection)
 
     def validate(self) -> None:
         for name in ("run", "pretrain", "task", "prompt", "rollout", "eval", "cold_start", "reasoning_rl",
-                     "rejection"):
+                     "rejection", "all_scenario"):
             getattr(self, name).validate(name)
         self.model.validate("model", chat_template=self.prompt.template == "chat")
         if self.rollout.engine == "openai":

@@ -7,6 +7,9 @@ Reads top-down, one stage per sub-directory of the pipeline directory:
     reasoning-rl/        GRPO from the cold start: accuracy + format + language consistency
     rejection-sampling/  k samples per train prompt from the RL checkpoint, kept when correct and readable
     rejection-sft/       SFT **from the base** (as R1 retrains V3-Base) on those traces + non-reasoning rows
+    rm/                  a reward model (`aha rm`, Bradley–Terry on preference pairs) unless one is given
+    all-scenario-rl/     GRPO from the rejection SFT on reasoning + general prompts: rule rewards on the
+                         whole response, the reward model (or an LLM judge) on the summary
     compare.json, report.html   every stage's model on one held-out set, side by side
 
 A stage whose `summary.json` exists is done and skipped; a stage that was stopped (a signal, a
@@ -24,14 +27,15 @@ from pathlib import Path
 from typing import Callable
 
 from aha import runs
-from aha.config import DataConfig, SampleConfig, SFTConfig, ZeroConfig, save_config, to_dict
+from aha.config import DataConfig, SampleConfig, SFTConfig, TaskConfig, ZeroConfig, save_config, to_dict
 from aha.config.r1 import R1Config, RLSection
+from aha.config.rm import PairDataConfig, RMConfig
 from aha.events import Events
 from aha.pipelines import r1_compare
 from aha.tasks import get_task
 from aha.tasks.cold_start import cold_start_rows
 
-STAGES = ("zero", "cold-start", "reasoning-rl", "rejection-sampling", "rejection-sft")
+STAGES = ("zero", "cold-start", "reasoning-rl", "rejection-sampling", "rejection-sft", "rm", "all-scenario-rl")
 
 
 def run(cfg: R1Config, pipeline_dir: Path, events: Events | None = None) -> dict:
@@ -59,9 +63,18 @@ def run(cfg: R1Config, pipeline_dir: Path, events: Events | None = None) -> dict
     mix = sft_mix(cfg, pipeline_dir)
     done["rejection-sft"] = _stage(pipeline_dir / "rejection-sft", sft.run,
                                    sft_config(cfg, pipeline_dir, "rejection-sft", base, mix, cfg.rejection.sft), events)
+    reward_model = cfg.all_scenario.reward_model
+    if cfg.all_scenario.trains_reward_model:
+        from aha.stages import rm
+
+        done["rm"] = _stage(pipeline_dir / "rm", rm.run, rm_config(cfg, pipeline_dir, base), events)
+        reward_model = dataclasses.replace(reward_model, path=str(pipeline_dir / "rm" / "model"))
+    sft_model = runs.model_dir_of(pipeline_dir / "rejection-sft")
+    done["all-scenario-rl"] = _stage(pipeline_dir / "all-scenario-rl", grpo.run,
+                                     all_scenario_config(cfg, pipeline_dir, sft_model, reward_model), events)
     models = {"base": base, **{name: runs.model_dir_of(pipeline_dir / name)
-                               for name in done if name != "rejection-sampling"}}
-    comparison = r1_compare.compare(cfg, pipeline_dir, models, done, events.for_stage("compare"))
+                               for name in done if name not in ("rejection-sampling", "rm")}}
+    comparison = r1_compare.compare(cfg, pipeline_dir, models, done, events.for_stage("compare"), reward_model)
     summary = {"stage": "r1", "stages": list(done), "comparison": comparison,
                "mix": json.loads((pipeline_dir / "rejection-sft" / "mix.json").read_text()),
                "config": to_dict(cfg)}
@@ -95,6 +108,28 @@ def rl_config(cfg: R1Config, pipeline_dir: Path, name: str, model_dir: Path, rl:
 def sft_config(cfg: R1Config, pipeline_dir: Path, name: str, model_dir: Path, data_file: Path, section) -> SFTConfig:
     data = DataConfig(path=str(data_file), format="prompt_completion")
     config = SFTConfig(**_shared(cfg, pipeline_dir, name, model_dir), task=cfg.task, data=data, sft=section)
+    config.validate()
+    return config
+
+
+def rm_config(cfg: R1Config, pipeline_dir: Path, base: Path) -> RMConfig:
+    """`aha rm` on the base's body, its prompts rendered as the policy's are (the score must see
+    the text it was trained on)."""
+    config = RMConfig(**_shared(cfg, pipeline_dir, "rm", base), task=cfg.task, prompt=cfg.prompt,
+                      data=PairDataConfig(), rm=cfg.all_scenario.rm)
+    config.validate()
+    return config
+
+
+def all_scenario_config(cfg: R1Config, pipeline_dir: Path, model_dir: Path, reward_model) -> ZeroConfig:
+    """GRPO over a mixture: the reasoning task and the general task in `general_share`, one batch."""
+    s = cfg.all_scenario
+    parts = {cfg.task.name: 1.0 - s.general_share, cfg.rejection.general_task: s.general_share}
+    options = {"parts": parts, "base": cfg.task.name,
+               **({"options": {cfg.task.name: dict(cfg.task.options)}} if cfg.task.options else {})}
+    config = ZeroConfig(**_shared(cfg, pipeline_dir, "all-scenario-rl", model_dir),
+                        task=TaskConfig(name="mixture", options=options), prompt=cfg.prompt, rollout=cfg.rollout,
+                        grpo=s.grpo, rewards=dict(s.rewards), eval=cfg.eval, reward_model=reward_model)
     config.validate()
     return config
 

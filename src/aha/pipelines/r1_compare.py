@@ -4,7 +4,8 @@ Per model: held-out pass@1 (k samples at the paper's T 0.6 / top-p 0.95) with a 
 interval over problems, cons@k, mean response length, the share of completions with a self-check
 (reflection), language mixing in the chain of thought, readability (the share of completions that
 `aha sample`'s `readable` filter keeps), and — when the pipeline has a reward model — its mean
-score on held-out general prompts (the summary only, as the all-scenario RL is paid). Plus the
+score on held-out general prompts (the summary only, as the all-scenario RL is paid) beside the
+general task's hidden rubric (an oracle the policy never sees: a reward model can be gamed). Plus the
 stage's own cost ledger (FLOPs, tokens, wall time). Figures are cached per model in
 `compare/<stage>.json`, so a resumed pipeline evaluates each model once.
 """
@@ -28,16 +29,21 @@ EVAL_SEED = 1  # the sampling seed GRPO's own final evaluation uses
 
 
 def compare(cfg, pipeline_dir: Path, models: Mapping[str, Path], summaries: Mapping[str, dict],
-            events: Events, scorer=None) -> dict:
+            events: Events, reward_model=None) -> dict:
+    """`reward_model`: the section the all-scenario RL was paid by (a model or a judge); every
+    stage's answers to held-out general prompts are scored by it, and by the general task's rubric."""
     out_dir = pipeline_dir / "compare"
     out_dir.mkdir(parents=True, exist_ok=True)
     figures: dict[str, dict] = {}
+    scorer = None
     events.phase("held-out comparison", total=len(models))
     for i, (name, model_dir) in enumerate(models.items()):
         cache = out_dir / f"{name}.json"
         if cache.exists() and json.loads(cache.read_text()).get("model_dir") == str(model_dir):
             row = json.loads(cache.read_text())
         else:
+            if scorer is None and reward_model is not None:
+                scorer = _scorer(cfg, reward_model)
             row = {"model_dir": str(model_dir), **model_figures(cfg, Path(model_dir), scorer)}
             runs.write_json(cache, row)
         row["cost"] = stage_cost(summaries.get(name))
@@ -65,9 +71,23 @@ def model_figures(cfg, model_dir: Path, scorer=None) -> dict:
     problems = task.problems("test", e.problems, seed=cfg.run.seed + 12345)
     result = evaluate(engine, tokenizer, task, problems, e.k, params, template=cfg.prompt.template)
     out = reasoning_figures(result, task.reflection_markers)
-    if scorer is not None:
-        out.update(scorer(engine, tokenizer))
+    if scorer is not None:  # the same prompts for every stage: the general task's held-out split
+        general_task = get_task(cfg.rejection.general_task)
+        general = general_task.problems("test", cfg.all_scenario.general_problems, seed=cfg.run.seed + 12345)
+        scored = evaluate(engine, tokenizer, general_task, general, e.k, params, template=cfg.prompt.template,
+                          scorer=scorer).general
+        out.update({"rm_score": scored.get("reward_model"), "rubric": scored["helpfulness"],
+                    "general_problems": scored["problems"]})
     return out
+
+
+def _scorer(cfg, section):
+    from aha.models.loading import load_tokenizer
+    from aha.rewards.model import load_scorer
+    from aha.template import render_prompt
+
+    tokenizer = load_tokenizer(Path(section.path)) if section.path else None
+    return load_scorer(section, lambda q: render_prompt(q, cfg.prompt.template, tokenizer))
 
 
 def reasoning_figures(result, markers) -> dict:
