@@ -1,5 +1,6 @@
-"""Run by test_multiproc.py, as one process or under torchrun: a GRPO run through the stage API,
-recording what each rank's update saw (its share of the advantages and completions) and returned."""
+"""Run by test_multiproc.py / test_fsdp.py, as one process or under torchrun: a GRPO run through the
+stage API, recording what each rank's update saw (its share of the advantages and completions) and
+returned, and what each rank held of every parameter (sharded: its local shard)."""
 
 import json
 import sys
@@ -12,7 +13,8 @@ from aha.train import dist
 out, model_dir, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 d = dist.init()
 records = []
-real_update = grpo_step.policy_update
+real_update, real_setup = grpo_step.policy_update, grpo.setup
+trainers = []
 
 
 def recording_update(model, optimizer, batch, **kwargs):
@@ -22,7 +24,23 @@ def recording_update(model, optimizer, batch, **kwargs):
     return result
 
 
-grpo_step.policy_update = recording_update
+def recording_setup(*args, **kwargs):
+    trainers.append(real_setup(*args, **kwargs))
+    return trainers[-1]
+
+
+def held(model) -> dict:
+    """{name: [elements this rank holds, elements of the whole parameter]}."""
+    return {name: [(p.to_local() if hasattr(p, "to_local") else p).numel(), p.numel()]
+            for name, p in model.named_parameters()}
+
+
+grpo_step.policy_update, grpo.setup = recording_update, recording_setup
 cfg = load_config(ZeroConfig, None, [f"model.path={model_dir}", f"run.out_dir={out}", "run.name=run", *overrides])
 grpo.run(cfg, out / "run")
+t = trainers[-1]
 (out / f"rank{d.rank}.json").write_text(json.dumps(records))
+(out / f"held{d.rank}.json").write_text(json.dumps({
+    "policy": held(t.model), "reference": held(t.ref_model) if t.ref_model is not None else None,
+    "optimizer": sum(v.to_local().numel() if hasattr(v, "to_local") else v.numel()
+                     for s in t.optimizer.state.values() for v in s.values() if v.dim() > 0)}))

@@ -8,7 +8,8 @@ and metrics go out as events. SIGTERM or Ctrl-C finish the step, save, and raise
 
 Under `torchrun`/`accelerate launch` every rank runs this same loop (`aha.train.dist`); only rank 0
 emits events and writes the run directory (config, logs, samples, checkpoints, summary), and every
-rank resumes from its checkpoints.
+rank resumes from its checkpoints. Sharded (FSDP2, `aha.train.sharding`), the policy and reference
+hold 1/N of their weights per rank; rollouts run on the gathered weights.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from aha.stages.evaluate import evaluate
 from aha.stages.grpo_step import Trainer, run_step
 from aha.stages.pretrain import base_model_dir
 from aha.tasks import get_task
-from aha.train import checkpoint, dist, guard, optim, session, unpadded
+from aha.train import checkpoint, dist, guard, optim, session, sharding, unpadded
 from aha.train.forward import prefer_fast_attention
 from aha.train.signals import StopRequested, graceful_stop
 
@@ -131,18 +132,25 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
         return make_engine(cfg.rollout.engine, policy, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16,
                            **cfg.rollout.options)
 
-    engine = lora.MergedEngine(model, make) if lora.is_lora(model) else make(model)
     g = cfg.grpo
-    optimizer = optim.adamw(model, g.lr, g.weight_decay)
-    scheduler = optim.schedule(optimizer, g.warmup_steps)
     prefer_fast_attention(model, cfg.model.bf16)
     if cfg.model.gradient_checkpointing:
         unpadded.enable_checkpointing(model)
     ref_model = _frozen_copy(model) if g.beta > 0 else None  # beta 0 loads no reference
+    if d.sharded:  # before the optimizer: sharding replaces the parameters with their shards
+        sharding.check_supported(model, cfg.model, cfg.rollout.engine)
+        for m in (model, ref_model):
+            if m is not None:
+                sharding.shard(m)
+    engine = lora.MergedEngine(model, make) if lora.is_lora(model) else make(model)
+    if d.sharded:
+        engine = sharding.GatheredEngine(model, engine)
+    optimizer = optim.adamw(model, g.lr, g.weight_decay)
+    scheduler = optim.schedule(optimizer, g.warmup_steps)
     state = {"step": 0, "base_accuracy": None, "seconds": 0.0, "bad_steps": 0}
     ledger = CostLedger(n_params=count_params(model))
     if resume_from is not None:
-        state = {"bad_steps": 0, **checkpoint.load(resume_from, optimizer, scheduler, ref_model)}
+        state = {"bad_steps": 0, **checkpoint.load(resume_from, optimizer, scheduler, ref_model, model)}
         ledger = CostLedger.from_dict(state["cost"])
     scorer = scorer_for(cfg, tokenizer, device=next(model.parameters()).device)  # None without reward_model
     return Trainer(cfg, run_dir, model, tokenizer, task, engine, optimizer, scheduler, ref_model,
@@ -191,11 +199,12 @@ def held_out_eval(t: Trainer, problems: int, k: int, seed: int):
 
 
 def save(t: Trainer) -> Path:
-    """Rank 0 writes the checkpoint (the ranks' weights and optimizer states are identical); the
-    others wait for it, so none runs ahead of a checkpoint it might have to resume from."""
+    """Rank 0 writes the checkpoint (the ranks' weights and optimizer states are identical, or,
+    sharded, gathered to it by every rank); the others wait for it, so none runs ahead of a
+    checkpoint it might have to resume from."""
     t.state["cost"] = t.ledger.to_dict()
     path = None
-    if t.dist.is_main:
+    if t.dist.is_main or t.dist.sharded:
         path = checkpoint.save(t.run_dir, t.state["step"], t.model, t.tokenizer, t.optimizer, t.scheduler,
                                t.state, t.ref_model)
     return t.dist.broadcast(path)

@@ -140,7 +140,8 @@ def _generate_and_score(t: Trainer, step: int, round_: int) -> tuple[Rollout, fl
     params = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                             top_p=cfg.rollout.top_p, stop_token_ids=t.stops, seed=sampling_seed,
                             row_offset=lo * g.group_size if row_noise else None)
-    completions = t.engine.generate(prompt_ids, params, n=g.group_size) if problems else []
+    # Sharded, generate is collective (the weights are gathered): every rank calls it, prompts or not.
+    completions = t.engine.generate(prompt_ids, params, n=g.group_size) if problems or t.dist.sharded else []
     rollout_seconds = time.time() - clock
 
     clock = time.time()

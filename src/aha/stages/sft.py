@@ -8,7 +8,8 @@ optimizer step over token-budgeted micro-batches in the unpadded layout (packing
 cross-document attention: every linear layer runs on real tokens only) → held-out loss → the final
 HF model directory in `run_dir/model`, which `transformers` loads and `aha zero model=…` continues.
 Under `torchrun`/`accelerate launch` each rank trains on its share of every batch's rows (loss over
-the global token count, gradients summed: `aha.train.dist`); rank 0 alone writes the run directory.
+the global token count, gradients summed: `aha.train.dist`; the model replicated, or sharded with
+FSDP2: `aha.train.sharding`); rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from aha.models import lora
 from aha.models.loading import load_model_dir
 from aha.observe.cost import CostLedger, count_params
 from aha.stages.pretrain import base_model_dir
-from aha.train import checkpoint, dist, guard, optim, session, unpadded
+from aha.train import checkpoint, dist, guard, optim, session, sharding, unpadded
 from aha.train.forward import autocast, prefer_fast_attention
 from aha.train.layout import RolloutBatch, micro_batches
 from aha.train.sft_data import Example, load_dataset
@@ -49,15 +50,18 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     s = cfg.sft
     steps_per_epoch = math.ceil(len(data.train) / s.batch_rows)
     total_steps = s.epochs * steps_per_epoch
-    optimizer = optim.adamw(model, s.lr, s.weight_decay)
-    scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
     prefer_fast_attention(model, cfg.model.bf16)
     if cfg.model.gradient_checkpointing:
         unpadded.enable_checkpointing(model)
+    if d.sharded:  # before the optimizer: sharding replaces the parameters with their shards
+        sharding.check_supported(model, cfg.model, "torch")
+        sharding.shard(model)
+    optimizer = optim.adamw(model, s.lr, s.weight_decay)
+    scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
     state = {"step": 0, "seconds": 0.0, "bad_steps": 0, "held_out_loss_start": None}
     ledger = CostLedger(n_params=count_params(model))
     if latest is not None:
-        state = checkpoint.load(latest, optimizer, scheduler)
+        state = checkpoint.load(latest, optimizer, scheduler, model=model)
         ledger = CostLedger.from_dict(state["cost"])
         if d.is_main:
             session.rewind_logs(run_dir, state["step"], events, names=("metrics.jsonl",))
@@ -168,10 +172,11 @@ class _Trainer:
         return total / max(batch.n_tokens, 1)
 
     def save(self) -> Path:
-        """Rank 0 writes (every rank holds the same weights and optimizer state); the others wait."""
+        """Rank 0 writes (every rank holds the same weights and optimizer state, or, sharded, every
+        rank gathers them to rank 0); the others wait."""
         self.state["cost"] = self.ledger.to_dict()
         path = None
-        if self.dist.is_main:
+        if self.dist.is_main or self.dist.sharded:
             path = checkpoint.save(self.run_dir, self.state["step"], self.model, self.tokenizer, self.optimizer,
                                    self.scheduler, self.state)
         return self.dist.broadcast(path)
@@ -183,8 +188,10 @@ def _finish(t: _Trainer, data, events: Events) -> dict:
     if latest is None or latest.name != f"checkpoint-{t.state['step']}":
         t.save()
     model_dir = t.run_dir / "model"
+    # Sharded: the full weights gathered to rank 0 (every rank takes part); merged with a LoRA policy (+ adapter/).
+    saving = checkpoint.FullWeights(t.model, sharding.full_state_dict(t.model)) if t.dist.sharded else lora.for_saving(t.model)
     if t.dist.is_main:
-        lora.for_saving(t.model).save_pretrained(model_dir)  # merged with a LoRA policy (+ adapter/)
+        saving.save_pretrained(model_dir)
         t.tokenizer.save_pretrained(model_dir)
     phases = t.ledger.phases
     summary = {

@@ -1,6 +1,11 @@
 """Trainer checkpoints: the HF model directory plus what resuming needs (optimizer, scheduler,
 step, cost ledger; the reference model when there is one). Weights that are not finite are never
-written: a diverged run keeps its last good checkpoint."""
+written: a diverged run keeps its last good checkpoint.
+
+A sharded model (`aha.train.sharding`) is saved by every rank together: the full weights and the
+full optimizer state are gathered to rank 0, which writes the same files as an unsharded run (the
+optimizer state keyed by parameter name instead of position), so transformers loads the model and
+a run resumes sharded or not."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import torch
 
 from aha import runs
+from aha.train import sharding
 
 
 class DivergedError(RuntimeError):
@@ -16,13 +22,17 @@ class DivergedError(RuntimeError):
 
 
 def all_finite(model) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return sharding.all_finite(model)
 
 
-def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict, ref_model=None) -> Path:
+def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict, ref_model=None) -> Path | None:
+    """Called by rank 0 alone for a plain model, by every rank for a sharded one (the gathering is
+    collective; only rank 0 writes, and only it gets the path back)."""
     if not all_finite(model):
         raise DivergedError(f"step {step}: the weights are not finite; not saving them over "
                             f"{runs.latest_checkpoint(run_dir) or 'nothing'}")
+    if sharding.is_sharded(model):
+        return _save_sharded(run_dir, step, model, tokenizer, optimizer, scheduler, state, ref_model)
     trainer_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "state": state}
     from aha.models import lora  # a LoRA policy saves merged weights plus its adapter
 
@@ -33,11 +43,53 @@ def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state
     return path
 
 
-def load(checkpoint: Path, optimizer, scheduler, ref_model=None) -> dict:
-    """Restore optimizer, scheduler and reference in place; returns the saved trainer state."""
+def _save_sharded(run_dir, step, model, tokenizer, optimizer, scheduler, state, ref_model) -> Path | None:
+    weights = sharding.full_state_dict(model)  # every rank takes part; rank 0 gets the tensors
+    optimizer_state = sharding.full_optimizer_state(model, optimizer)
+    reference = sharding.full_state_dict(ref_model) if ref_model is not None else None
+    if not weights:  # not rank 0
+        return None
+    trainer_state = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "state": state}
+    path = runs.save_checkpoint(run_dir, step, FullWeights(model, weights), tokenizer, trainer_state)
+    if reference is not None:
+        (path / "reference").mkdir(exist_ok=True)
+        torch.save(reference, path / "reference" / "weights.pt")
+    return path
+
+
+class FullWeights:
+    """A sharded model's `save_pretrained` with its gathered weights (its own state_dict is shards)."""
+
+    def __init__(self, model, weights: dict):
+        # Gathered one name at a time, a tied head (lm_head = embed_tokens) arrives as a second
+        # tensor that transformers would write twice; it re-ties it at load, from the first.
+        first: dict[int, str] = {}
+        tied = {name for name, p in model.named_parameters(remove_duplicate=False) if first.setdefault(id(p), name) != name}
+        self.model, self.weights = model, {k: v for k, v in weights.items() if k not in tied}
+
+    def save_pretrained(self, path) -> None:
+        self.model.save_pretrained(path, state_dict=self.weights)
+
+
+def load(checkpoint: Path, optimizer, scheduler, ref_model=None, model=None) -> dict:
+    """Restore optimizer, scheduler and reference in place; returns the saved trainer state.
+    `model` (the optimizer's) is needed when it is sharded or the optimizer state was saved by a
+    sharded run (keyed by parameter name)."""
     saved = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
+    if model is not None and (sharding.is_sharded(model) or _keyed_by_name(saved["optimizer"])):
+        sharding.load_optimizer_state(model, optimizer, saved["optimizer"])
+    else:
+        optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if ref_model is not None and (checkpoint / "reference").exists():
-        ref_model.load_state_dict(torch.load(checkpoint / "reference" / "weights.pt", weights_only=True))
+        reference = torch.load(checkpoint / "reference" / "weights.pt", weights_only=True)
+        if sharding.is_sharded(ref_model):
+            sharding.load_full_state(ref_model, reference)
+        else:
+            ref_model.load_state_dict(reference)
     return saved["state"]
+
+
+def _keyed_by_name(optimizer_state: dict) -> bool:
+    groups = optimizer_state.get("param_groups") or []
+    return bool(groups and groups[0]["params"] and isinstance(groups[0]["params"][0], str))

@@ -2,11 +2,18 @@
 single-process stand-in whose operations are no-ops, so a stage's code reads the same either way.
 
 Launched by `torchrun --nproc_per_node N -m aha …` or `accelerate launch --num_processes N -m aha …`
-(both set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT). Plain data parallelism:
-every rank holds the whole model; each samples, scores and trains on its own share of the step's
-groups; gradients are summed across ranks after the backward (`all_reduce_grads`), so every rank
-takes the same optimizer step and the weights stay identical without a DDP wrapper — aha's
-forwards call `model.model` / `model.lm_head` directly, which a DDP wrapper's hooks would not see.
+(both set RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT). Two ways to hold the model:
+
+- Replicated (the default): every rank holds the whole model; each samples, scores and trains on
+  its own share of the step's groups; gradients are summed across ranks after the backward
+  (`all_reduce_grads`), so every rank takes the same optimizer step and the weights stay identical
+  without a DDP wrapper — aha's forwards call `model.model` / `model.lm_head` directly, which a DDP
+  wrapper's hooks would not see.
+- Sharded (`sharded`: accelerate's FSDP config, or AHA_SHARDING=fsdp under torchrun; `aha.train.
+  sharding`): FSDP2 splits parameters, gradients and optimizer state between the ranks; the same
+  shares of the batch, but FSDP reduce-scatters the gradients and `all_reduce_grads` is skipped.
+
+DeepSpeed is refused with a clear error (not installable here; no ZeRO path in aha's trainers).
 """
 
 from __future__ import annotations
@@ -18,11 +25,14 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
+from aha.train import sharding
+
 
 @dataclass(frozen=True)
 class Dist:
     rank: int = 0
     world: int = 1
+    sharded: bool = False  # FSDP2 (`aha.train.sharding`): each rank holds 1/world of the model
 
     @property
     def is_main(self) -> bool:
@@ -68,7 +78,7 @@ class Dist:
         token/sequence counts, so the sum is the gradient of the global batch's loss. Parameters
         without a gradient on this rank (no rows this step) contribute zeros. Flattened into one
         buffer per dtype: one collective instead of one per tensor."""
-        if not self.active:
+        if not self.active or self.sharded:  # FSDP has reduce-scattered them in the backward
             return
         params = [p for p in model.parameters() if p.requires_grad]
         for p in params:
@@ -134,26 +144,31 @@ def init() -> Dist:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch_dist.init_process_group(backend)
-    return Dist(torch_dist.get_rank(), torch_dist.get_world_size())
+    return _view()
+
+
+def _view() -> Dist:
+    world = torch_dist.get_world_size()
+    # Sharding one process would only add hooks: a single rank keeps the plain model.
+    return Dist(torch_dist.get_rank(), world, sharded=world > 1 and sharding.requested())
 
 
 class ShardingNotImplemented(ValueError):
-    """An FSDP or DeepSpeed launch: aha would silently replicate the model instead of sharding it."""
+    """A DeepSpeed launch: aha would silently replicate the model instead of sharding it."""
 
 
 def _refuse_sharding_launchers() -> None:
-    # `accelerate launch` with an FSDP/DeepSpeed config sets these; aha's trainers would run plain
-    # replicated data parallelism under them, which is not what that config promises (memory).
-    for var, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
-        if os.environ.get(var, "").lower() in ("1", "true"):
-            raise ShardingNotImplemented(
-                f"launched with an accelerate {name} config, but aha's trainers do replicated data parallelism "
-                "only (every rank holds the whole model and optimizer state); launch with the ddp or ddp-cpu "
-                "config (src/aha/recipes/accelerate/), or see `aha plan` for whether the model fits replicated")
+    # `accelerate launch` with a DeepSpeed config sets this; aha's trainers would run plain
+    # replicated data parallelism under it, which is not what that config promises (memory).
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        raise ShardingNotImplemented(
+            "launched with an accelerate DeepSpeed config, but aha's trainers shard with FSDP2 only (DeepSpeed "
+            "ZeRO is not implemented); launch with the fsdp config for sharding, or ddp/ddp-cpu for replicated "
+            "data parallelism (src/aha/recipes/accelerate/); `aha plan` says whether the model fits replicated")
 
 
 def current() -> Dist:
     """The initialised group's view of this process, or the single-process stand-in."""
     if torch_dist.is_available() and torch_dist.is_initialized():
-        return Dist(torch_dist.get_rank(), torch_dist.get_world_size())
+        return _view()
     return SINGLE

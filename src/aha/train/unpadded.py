@@ -27,6 +27,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from aha.algo.losses import token_logprobs_and_entropy
 from aha.rollout.base import left_pad_positions
+from aha.train import sharding
 
 # Decoders whose layer is exactly: x += o(attn(rope(q(norm1 x)), rope(k(..)), v(..))); x += mlp(norm2 x).
 SUPPORTED_TYPES = ("qwen2", "llama", "qwen3", "mistral")
@@ -69,7 +70,14 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
                                  entropy: bool = False) -> tuple[Tensor, Tensor | None]:
     """prompt_ids (G, P) left-padded (prompt_mask (G, P), None = no pads), owner (N,) the prompt of
     each completion, tokens/mask (N, Tc) right-padded completions -> log-probs (N, Tc) of the
-    completion tokens at `temperature` (0 on pads), and their entropies (N, Tc, detached) if asked."""
+    completion tokens at `temperature` (0 on pads), and their entropies (N, Tc, detached) if asked.
+    A sharded model (`aha.train.sharding`) runs it inside its root unit's FSDP hooks, and each
+    layer inside its own."""
+    return sharding.through(model, _logprobs, model, prompt_ids, prompt_mask, owner, tokens, mask, temperature,
+                            entropy)
+
+
+def _logprobs(model, prompt_ids, prompt_mask, owner, tokens, mask, temperature, entropy):
     inner, device = model.model, tokens.device
     flat = _flatten(model, prompt_ids, prompt_mask, owner, tokens, mask)
     x = inner.embed_tokens(flat.ids)  # (T, C)
@@ -89,9 +97,10 @@ def completion_logprobs_unpadded(model, prompt_ids: Tensor, prompt_mask: Tensor 
     checkpointing = getattr(model, "aha_gradient_checkpointing", False) and torch.is_grad_enabled()
     for layer in inner.layers:
         if checkpointing:
-            x = checkpoint(_layer, layer, x, cos, sin, to_low, attention, flat, use_reentrant=False)
+            x = sharding.through(layer, checkpoint, _layer, layer, x, cos, sin, to_low, attention, flat,
+                                 use_reentrant=False)
         else:
-            x = _layer(layer, x, cos, sin, to_low, attention, flat)
+            x = sharding.through(layer, _layer, layer, x, cos, sin, to_low, attention, flat)
     return _scatter_logprobs(model, inner.norm(x), flat, tokens, mask, temperature, entropy)
 
 

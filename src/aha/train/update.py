@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from aha.algo.objectives import OBJECTIVES
-from aha.train import unpadded
+from aha.train import sharding, unpadded
 from aha.train.dist import SINGLE, Dist
 from aha.train.forward import autocast, can_share_prompts, prefer_fast_attention  # noqa: F401 (re-exported)
 from aha.train.layout import MicroBatch, RolloutBatch, micro_batches
@@ -34,6 +34,7 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
     stats = {"loss": 0.0, "entropy": 0.0} if entropy else {"loss": 0.0}
     if log_gap:
         stats["rollout_logprob_gap"] = 0.0
+    fillers = _fillers(micro, dist, device)  # agreed before any pass: the count is a collective itself
     optimizer.zero_grad(set_to_none=True)
     for m, mb in enumerate(micro):
         with autocast(device, bf16):
@@ -50,10 +51,16 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
             for key, value in extra.items():
                 stats[key] = stats.get(key, 0.0) + value
         clock.lap("backward")
+    for mb in fillers:  # sharded: as many backwards as the busiest rank, adding nothing
+        with autocast(device, bf16):
+            logp, _ = mb.logprobs(model, temperature)
+        (logp.sum() * 0.0).backward()
+        clock.lap("backward")
     if dist.active:
-        dist.all_reduce_grads(model)
+        dist.all_reduce_grads(model)  # a no-op when sharded: FSDP reduce-scattered them
         stats = _summed_over_ranks(stats, dist)
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    # Over DTensor gradient shards (sharded) the norm is the global one, computed collectively.
+    grad_norm = sharding.full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     stats["grad_norm"] = grad_norm
     # A NaN/inf loss or gradient would turn every weight (and Adam's moments) non-finite for good:
     # skip the step, leaving both untouched, and let the trainer decide whether to go on.
@@ -64,6 +71,21 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
         optimizer.step()
     clock.lap("backward")
     return stats
+
+
+def _fillers(micro: list[MicroBatch], dist: Dist, device) -> list[MicroBatch]:
+    """With a sharded model every forward and backward is a chain of collectives (each layer's
+    all-gather, each gradient's reduce-scatter), matched call for call between ranks: a rank with
+    fewer micro-batches than the busiest one runs extra passes — its last micro-batch again, or a
+    one-token stand-in when it has none — whose loss is multiplied by 0 (no gradient, no stats)."""
+    if not dist.sharded:
+        return []
+    most = max(dist.gather(len(micro)))
+    if most == len(micro):
+        return []
+    stand_in = micro[-1] if micro else micro_batches(RolloutBatch([[0]], [[0]], None, None), 1, 0, device,
+                                                     share_prompts=True)[0]
+    return [stand_in] * (most - len(micro))
 
 
 def _summed_over_ranks(stats: dict, dist: Dist) -> dict:
@@ -98,8 +120,11 @@ def policy_update(model, optimizer, batch: RolloutBatch, *, pad_id: int, micro_b
     micro = micro_batches(batch, micro_batch_size, pad_id, device, share_prompts, micro_batch_tokens) if n_local else []
     ref = None
     if beta > 0:
+        fillers = _fillers(micro, dist, device)  # a sharded reference's collectives, matched
         with torch.no_grad(), autocast(device, bf16):
             ref = [m.logprobs(ref_model, temperature)[0] for m in micro]
+            for m in fillers:
+                m.logprobs(ref_model, temperature)
     clock.lap("ref")
     model.train()
     objective = OBJECTIVES.get_or_raise("grpo")
