@@ -1,7 +1,8 @@
 """FSDP2 sharding (`aha.train.sharding`): two gloo processes on CPU, each holding half of every
 parameter, against one process on the same global batch and seed — the same losses and the same
 weights (fp32, float tolerance), checkpoints that plain transformers loads, resume (sharded, and a
-sharded run's checkpoint resumed by one process). The settings split the groups unevenly (3 and 2
+sharded run's checkpoint resumed by one process). The reference model is sharded too and reset to
+the policy at step 2 (its step-3 KL term then depends on the reset). The settings split the groups unevenly (3 and 2
 per rank, one group per micro-batch), so the ranks' micro-batch counts differ and the shorter
 rank's zero-loss passes keep FSDP's collectives matched."""
 
@@ -16,7 +17,7 @@ from test_multiproc import LENGTH_REWARD, WORKER, _launch
 from aha import runs
 
 SETTINGS = ["grpo.prompts_per_step=5", "grpo.group_size=4", "grpo.micro_batch_size=4", "grpo.lr=1e-3",
-            "grpo.beta=0.04", "grpo.steps=3", "rollout.max_new_tokens=16", "rollout.noise=row", "eval.problems=4",
+            "grpo.beta=0.04", "grpo.ref_reset_every=2", "grpo.steps=3", "rollout.max_new_tokens=16", "rollout.noise=row", "eval.problems=4",
             "eval.k=2", "eval.every=0", "run.save_every=2", "run.progress=false", "run.threads=1"]
 FSDP = {"AHA_SHARDING": "fsdp"}
 
