@@ -301,7 +301,7 @@ def plan(
     mfu: float = typer.Option(0.35, "--mfu", help="model FLOPs utilisation of the update"),
     rollout_mfu: float = typer.Option(0.10, "--rollout-mfu", help="MFU of generation (memory-bound decoding)"),
     price: float = typer.Option(2.0, "--price", help="US$ per GPU-hour"),
-    zero: int = typer.Option(0, "--zero", min=0, max=3, help="0 = aha today (replicated); 1-3 = ZeRO sharding"),
+    zero: int = typer.Option(0, "--zero", min=0, max=3, help="0 = replicated; 3 ≈ aha's FSDP2 sharding; 1-2 = ZeRO partial sharding (not in aha)"),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
     prompt_tokens: int = typer.Option(150, "--prompt-tokens", help="mean prompt length, tokens"),
     fill: float = typer.Option(0.5, "--fill", help="mean response length as a share of rollout.max_new_tokens"),

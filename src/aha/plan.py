@@ -6,8 +6,10 @@ stated MFU and dollars at a stated price per GPU-hour. Pure arithmetic on the mo
 Assumptions, stated once (each is a knob or a row in the table):
 - Mixed-precision AdamW as in ZeRO's accounting: bf16 weights and gradients (2 + 2 bytes per
   parameter) and fp32 master weights, momentum and variance (12 bytes per trainable parameter).
-  ZeRO stage 0 is what aha's trainer does today (replicated data parallelism); stages 1-3 show
-  what sharding would give (aha's FSDP/DeepSpeed path is not implemented).
+  ZeRO stage 0 is aha's replicated data parallelism; stage 3 is close to aha's FSDP2 sharding
+  (`aha.train.sharding`: weights, gradients and optimizer state sharded — but aha keeps fp32
+  weights, and its rollouts gather the full weights on every device, which this table does not
+  add); stages 1-2 show what partial sharding would give (not implemented in aha).
 - Activations per layer and token: 34·hidden bytes (bf16, flash attention, no recomputation;
   Korthikanti et al. 2022) or 2·hidden with gradient checkpointing, plus the logits (10 bytes per
   token and vocabulary entry: bf16 logits, fp32 log-softmax and its gradient). Dense rule; an MoE's
@@ -158,7 +160,7 @@ class Hardware:
     mfu: float = 0.35  # of the update (and the reference forward)
     rollout_mfu: float = 0.10  # of the generation: memory-bound decoding
     price: float = 2.0  # $ per GPU-hour
-    zero: int = 0  # 0 = aha today (replicated); 1-3 = what ZeRO sharding would hold per device
+    zero: int = 0  # 0 = replicated; 3 ≈ aha's FSDP2 sharding; 1-2 = what partial ZeRO sharding would hold
     gradient_checkpointing: bool = False
 
 
@@ -241,7 +243,8 @@ def render(plan: dict, hw: Hardware, source: str, title: str):
     table.add_row("parameters (total / active per token)", f"{_si(m['parameters'])} / {_si(m['active_parameters'])}")
     table.add_row("trainable parameters", _si(m["trainable_parameters"]))
     table.add_section()
-    zero = "replicated (aha today)" if hw.zero == 0 else f"ZeRO-{hw.zero} (not implemented in aha)"
+    zero = {0: "replicated (aha's default)", 3: "ZeRO-3 (≈ aha's FSDP2 sharding)"}.get(
+        hw.zero, f"ZeRO-{hw.zero} (not implemented in aha)")
     for key, value in plan["memory_bytes"].items():
         if key == "peak":
             verdict = "fits" if plan["fits"] else "[bold red]does not fit[/bold red]"
