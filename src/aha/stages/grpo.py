@@ -79,7 +79,6 @@ def run(cfg: ZeroConfig, run_dir: Path, events: Events | None = None) -> dict:
             if step % cfg.run.save_every == 0:
                 save(t)
             events.advance(step, cfg.grpo.steps, _progress_info(row))
-            session.release_free_memory()
             if _any_rank(d, stop.requested):  # a signal that reached one rank stops them all, together
                 raise StopRequested(stop.signum or 15, step, save(t))
     return finish(t, events, seconds_before, session_start)
