@@ -116,29 +116,32 @@ def _schedule_section(results: Mapping) -> str:
 def _cost_section(results: Mapping) -> str:
     cost = results["cost"]
     rows = ["<table><tr><th>experiment</th><th>tokens generated</th><th>tokens trained</th><th>FLOPs</th>"
-            "<th>stage seconds</th><th>wall seconds</th></tr>"]
-    walls = results.get("seconds", {})
+            "<th>stage seconds</th><th>wall seconds</th><th>CPU seconds</th></tr>"]
+    walls, cpus = results.get("seconds", {}), results.get("cpu_seconds", {})
+    of = lambda d, name: sum(v for k, v in d.items() if k.split("/")[0] == name)  # noqa: E731
     for name, ledger in cost["by_experiment"].items():
-        wall = sum(v for k, v in walls.items() if k.split("/")[0] == name)
-        rows.append(_cost_row(name, ledger.get("total", {}), wall))
-    rows.append(_cost_row("<b>all runs</b>", cost["runs"].get("total", {}), results["wall_seconds"], raw=True))
+        rows.append(_cost_row(name, ledger.get("total", {}), of(walls, name), of(cpus, name)))
+    rows.append(_cost_row("<b>all runs</b>", cost["runs"].get("total", {}), results["wall_seconds"],
+                          sum(cpus.values()), raw=True))
     for key, phase in cost.get("bases", {}).items():
-        rows.append(_cost_row(f"embedded base {key} (built once, shipped; counted once)", phase, None))
+        rows.append(_cost_row(f"embedded base {key} (built once, shipped; counted once)", phase, None, None))
     note = ("<p class=\"note\">Summed from each run's cost ledger (summary.json): FLOPs 2·N per token forward, "
             "6·N per token trained, N the non-embedding parameters; attention FLOPs not counted. Stage seconds are "
-            "the ledgers' own; wall seconds are each experiment's time in `aha paper`, model loading included.")
+            "the ledgers' own; wall seconds are each experiment's time in `aha paper`, model loading included; "
+            "CPU seconds add up every thread, and move less than wall seconds when other work shares the machine.")
     if cost.get("cells_without_ledger"):
         note += " Cells without a ledger (not counted): " + _e(", ".join(cost["cells_without_ledger"])) + "."
     return "<h2>Cost</h2>" + "".join(rows) + "</table>" + note + "</p>"
 
 
-def _cost_row(name: str, c: Mapping, wall: float | None, raw: bool = False) -> str:
+def _cost_row(name: str, c: Mapping, wall: float | None, cpu: float | None, raw: bool = False) -> str:
     label = name if raw else _e(name)
     return (f"<tr><td>{label}</td><td class=\"num\">{int(c.get('tokens_generated', 0)):,}</td>"
             f"<td class=\"num\">{int(c.get('tokens_trained', 0)):,}</td>"
             f"<td class=\"num\">{format_flops(float(c.get('flops', 0.0)))}</td>"
             f"<td class=\"num\">{float(c.get('seconds', 0.0)):.0f}</td>"
-            f"<td class=\"num\">{'—' if wall is None else f'{wall:.0f}'}</td></tr>")
+            f"<td class=\"num\">{'—' if wall is None else f'{wall:.0f}'}</td>"
+            f"<td class=\"num\">{'—' if cpu is None else f'{cpu:.0f}'}</td></tr>")
 
 
 def _verdict(verdict: str) -> str:

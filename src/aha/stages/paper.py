@@ -82,11 +82,12 @@ def run_cell(module, key: str, cell_dir: Path, seed: int, quick: bool, state: di
              events: Events) -> None:
     """One experiment for one seed; its seconds count even when it is stopped, and a failure is
     recorded (with the traceback in the cell's directory) instead of ending the other cells."""
-    start = time.time()
+    start, cpu = time.time(), time.process_time()
     try:
         result = module.run_seed(cell_dir, seed, quick, events)
         state["cells"][key] = result
         state["failed"].pop(key, None)
+        events.info(f"{key} done in {(time.time() - start) / 60:.1f} min")
     except Exception as err:  # noqa: BLE001 — one experiment's failure must not lose the others
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "error.txt").write_text(traceback.format_exc())
@@ -94,6 +95,8 @@ def run_cell(module, key: str, cell_dir: Path, seed: int, quick: bool, state: di
         events.warning(f"{key} failed: {err} (traceback in {cell_dir / 'error.txt'}); the other cells go on")
     finally:  # Ctrl-C and SIGTERM included: the state keeps what finished and the time spent
         state["seconds"][key] = state["seconds"].get(key, 0.0) + time.time() - start
+        # CPU seconds (all threads) beside wall seconds: on a shared machine, wall time measures the neighbours too.
+        state["cpu_seconds"][key] = state["cpu_seconds"].get(key, 0.0) + time.process_time() - cpu
         save_state(out_dir, state)
 
 
@@ -113,8 +116,9 @@ def load_state(out_dir: Path, schedule: str) -> dict:
     something else)."""
     path = out_dir / STATE
     if not path.exists():
-        return {"schedule": schedule, "cells": {}, "seconds": {}, "failed": {}, "missing": {}}
+        return {"schedule": schedule, "cells": {}, "seconds": {}, "cpu_seconds": {}, "failed": {}, "missing": {}}
     state = json.loads(path.read_text())
+    state.setdefault("cpu_seconds", {})
     if state.get("schedule") != schedule:
         raise ValueError(f"{out_dir}: holds cells of the {state.get('schedule')!r} schedule, not {schedule!r}; "
                          "use another --out, or --fresh to start over")
@@ -149,6 +153,7 @@ def summarize(state: dict, seeds: list[int], schedule: str, settings: PaperSetti
                  "bases": bases, "cells_without_ledger": [k for k, c in zip(keys, ledgers) if not isinstance(c, dict)]},
         "seconds": {k: state["seconds"].get(k, 0.0) for k in state["seconds"]},
         "wall_seconds": sum(state["seconds"].values()),
+        "cpu_seconds": dict(state["cpu_seconds"]),
         "schedules": {name: _describe(name, schedule) for name in EXPERIMENTS},
         "failed": state["failed"], "missing": state["missing"],
         "loadavg": {"start": state.get("loadavg_start"), "end": state.get("loadavg_end")},
