@@ -103,8 +103,8 @@ def draw_f4(per_seed, fig_axes) -> None:
         left.plot([p["step"] for p in curve], [100 * p["accuracy"] for p in curve], "-o", color=color, markersize=3,
                   label=f"seed {r['seed']} · cold start → RL")
         left.axhline(100 * r["target"], color=color, linestyle=":", linewidth=1.0)
-        left.plot([0, r["zero_steps"]], [100 * r["zero_base_accuracy"], 100 * r["target"]], "s--", color=color,
-                  alpha=0.5, markersize=4, label=f"seed {r['seed']} · R1-Zero (start, end)")
+        left.plot([0, r["zero_steps"]], [100 * r["zero_base_accuracy"], 100 * r["target"]], "s", color=color,
+                  alpha=0.6, markersize=6, label=f"seed {r['seed']} · R1-Zero: base, after its {r['zero_steps']} steps")
         right.plot(range(1, len(r["zero_early_rewards"]) + 1), r["zero_early_rewards"], "--", color=color,
                    label=f"seed {r['seed']} · R1-Zero")
         right.plot(range(1, len(r["cold_early_rewards"]) + 1), r["cold_early_rewards"], "-", color=color,
