@@ -61,6 +61,9 @@ def main() -> None:
     m.add_argument("--n", type=int, default=400)
     m.add_argument("--sft", nargs="*", default=["sft.lr=5e-4"], help="key=value overrides for aha sft")
     args = ap.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # aha's own notes only, as the CLI does
     if args.cmd == "write":
         rows = cold_start_rows(args.n, args.seed)
         args.path.write_text("".join(json.dumps(r) + "\n" for r in rows))

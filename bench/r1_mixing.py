@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS),
                     help="arms to run now (the table needs both, finished)")
     args = ap.parse_args()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # aha's own notes only, as the CLI does
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     jobs = [(arm, seed) for seed in args.seeds for arm in args.arms]
     with ProcessPoolExecutor(args.jobs) as pool:
