@@ -62,6 +62,9 @@ def measure(zero_run_dir: Path, out_dir: Path, seed: int, *, every: int, window:
     out_dir.mkdir(parents=True, exist_ok=True)
     zero_summary = json.loads((zero_run_dir / "summary.json").read_text())
     target, zero_steps = zero_summary["final_accuracy"], zero_summary["steps"]
+    if not 1 <= every <= zero_steps or window < 1:
+        raise ValueError(f"cold start: need 1 ≤ every ≤ the zero run's steps ({zero_steps}) and window ≥ 1, "
+                         f"got every={every}, window={window}")
     zero_cfg = load_config(ZeroConfig, zero_run_dir / "config.yaml", validate=False)
     data = write_traces(out_dir / "traces.jsonl", zero_cfg.task.name, traces, seed=7 + seed)
     sft_cfg = load_config(SFTConfig, None, [f"data.path={data}", f"run.seed={seed}", f"run.out_dir={out_dir}",
