@@ -57,3 +57,16 @@ def test_distill_config_errors(tmp_path):
         load_config(DistillConfig, None, [f"teacher.path={tmp_path / 'nope'}"])
     with pytest.raises(ValueError, match="train split"):
         load_config(DistillConfig, None, ["teacher.path=http://127.0.0.1:1/v1", "sample.split=test"])
+
+
+def test_the_distill_command_runs_and_prints_its_table(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from aha.cli import app
+
+    result = CliRunner().invoke(app, [
+        "distill", "--teacher", "embedded", "--student", str(tiny_model_dir), "sample.problems=8", "sample.k=2",
+        "rollout.max_new_tokens=24", "sft.epochs=1", "decontaminate.problems=100", f"run.out_dir={tmp_path}",
+        "run.progress=false", "run.threads=1", "held_out=0"])
+    assert result.exit_code == 0, result.output
+    assert "distillation" in result.output and (tmp_path / "distill" / "student" / "model" / "config.json").is_file()

@@ -2,7 +2,6 @@
 the non-finite guard, load-time validation, resume checks, a torn log line."""
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -141,3 +140,24 @@ def test_resume_refuses_algorithm_changes_unless_allowed_and_repairs_a_torn_line
     assert allowed.exit_code == 0, allowed.output
     assert "lr: 0.0005" in (run / "config.yaml").read_text()
     assert "grpo.lr" in (run / "config-changes.jsonl").read_text()
+
+
+def test_release_free_memory_returns_freed_heap_pages_to_the_os():
+    from pathlib import Path
+
+    from aha.train.session import _libc_malloc_trim, release_free_memory
+
+    if _libc_malloc_trim() is None or not Path("/proc/self/status").exists():
+        pytest.skip("no glibc malloc_trim (or no /proc) on this platform")
+
+    def rss_kb() -> int:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+        return int(line.split()[1])
+
+    # Many small blocks (below the mmap threshold: they live on the heap), all but the last freed:
+    # the last one pins the heap's top, so only a trim returns the free pages below it.
+    blocks = [bytearray(64 * 1024) for _ in range(2000)]
+    del blocks[:-1]
+    before = rss_kb()
+    release_free_memory()
+    assert rss_kb() < before - 50_000  # most of the ~128 MB freed came back

@@ -3,6 +3,7 @@ and checkpoint, and its report renders in headless Chromium with every plot draw
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +22,6 @@ def tiny_paper(tmp_path_factory):
     calls = {"grpo": [], "cells": []}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AHA_PAPER_SCHEDULE", "tiny")
-        # F5's module is written elsewhere: here it is absent, whatever is installed.
-        mp.setitem(EXPERIMENTS, "distill_vs_rl", ("aha.experiments._absent_in_this_test", ("F5",)))
         from aha.experiments import runner
 
         original = runner.run_grpo
@@ -39,7 +38,7 @@ def tiny_paper(tmp_path_factory):
         state_after_kill = json.loads((out / paper.STATE).read_text())
         mp.setattr(runner, "run_grpo", lambda cfg, run_dir, events=None: (calls["grpo"].append(run_dir.name),
                                                                           original(cfg, run_dir, events))[1])
-        for name in ("zero", "cold_start", "mixing"):
+        for name in EXPERIMENTS:
             module = paper.load_experiment(name)
             mp.setattr(module, "run_seed", _spy(module.run_seed, name, calls["cells"]))
         result = CliRunner().invoke(app, ["paper", "--quick", "--out", str(out)], catch_exceptions=False)
@@ -58,14 +57,19 @@ def test_a_killed_run_continues_at_the_cell_and_checkpoint_it_stopped_in(tiny_pa
     assert result.exit_code == 0, result.output
     assert sorted(after_kill["cells"]) == ["cold_start/0", "zero/0"]  # the mixing cell had not finished
     assert after_kill["seconds"]["mixing/0"] > 0  # its time so far is kept
-    assert calls["cells"] == ["mixing"]  # finished cells were read back, not run
+    assert calls["cells"] == ["mixing", "distill_vs_rl"]  # finished cells were read back, not run
     # In the mixing cell, the finished arm was read; the stopped arm resumed from its checkpoint.
-    assert calls["grpo"] == ["accuracy-s0", "consistency-s0"]
+    # F5 then found the shared R1-Zero run (its teacher) finished.
+    assert calls["grpo"] == ["accuracy-s0", "consistency-s0", "grpo"]
     arm = out / "runs" / "mixing" / "seed-0" / "consistency-s0"
     assert [r["step"] for r in runs.read_jsonl(arm / "metrics.jsonl")] == [1, 2, 3]
     assert json.loads((arm / "summary.json").read_text())["steps"] == 3
     state = json.loads((out / paper.STATE).read_text())
-    assert sorted(state["cells"]) == ["cold_start/0", "mixing/0", "zero/0"] and state["schedule"] == "tiny"
+    assert sorted(state["cells"]) == ["cold_start/0", "distill_vs_rl/0", "mixing/0", "zero/0"]
+    assert state["schedule"] == "tiny"
+    # F5's teacher is the shared zero run, not a new one
+    teacher = json.loads((out / "runs" / "distill_vs_rl" / "seed-0" / "points" / "teacher.json").read_text())
+    assert teacher["run_dir"] == str(out / "runs" / "zero" / "seed-0" / "grpo")
 
 
 def test_results_hold_every_finding_with_verdict_lines_and_summed_cost(tiny_paper):
@@ -74,8 +78,7 @@ def test_results_hold_every_finding_with_verdict_lines_and_summed_cost(tiny_pape
     assert results["seeds"] == [0] and results["schedule"] == "tiny"
     findings = results["findings"]
     assert list(findings) == ["F1", "F2", "F3", "F4", "F5", "F6"]
-    assert findings["F5"]["verdict"] == "not run" and "experiment not available" in findings["F5"]["shows"]
-    for fid in ("F1", "F2", "F3", "F4", "F6"):
+    for fid in ("F1", "F2", "F3", "F4", "F5", "F6"):
         f = findings[fid]
         assert f["verdict"] in ("reproduced", "partly reproduced", "not reproduced", "undecided"), fid
         assert f["effects"] and all(len(e["values"]) == 1 for e in f["effects"])
@@ -85,10 +88,12 @@ def test_results_hold_every_finding_with_verdict_lines_and_summed_cost(tiny_pape
     total = results["cost"]["runs"]["total"]
     assert total["tokens_generated"] > 0 and total["tokens_trained"] > 0 and total["flops"] > 0
     assert set(results["cost"]["by_experiment"]) == set(EXPERIMENTS)
-    assert len(results["cost"]["bases"]) == 2  # the division and the bilingual base, each counted once
-    assert "findings in miniature" in result.output and "not run" in result.output, result.output
+    # the division, the bilingual and F5's student base, each counted once
+    assert len(results["cost"]["bases"]) == 3
+    assert all(results["cost"]["by_experiment"][name]["total"]["flops"] > 0 for name in EXPERIMENTS)
+    assert "findings in miniature" in result.output, result.output
     page = (out / "report.html").read_text()
-    assert page.count("<figure>") == 5 and "no interval, so no verdict" in page
+    assert page.count("<figure>") == 6 and "no interval, so no verdict" in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
@@ -102,7 +107,7 @@ def test_report_renders_in_headless_chromium_with_every_plot_drawn(tiny_paper):
     out = tiny_paper[0]
     check = render_page(out / "report.html", out / "shot.png")
     assert check.errors == [] and check.external_requests == []
-    assert len(check.images) == 5  # F1, F2, F3, F4, F6 (F5 did not run)
+    assert len(check.images) == 6  # one per finding
     shot = np.asarray(Image.open(check.screenshot).convert("RGB"), dtype=float)
     for image in check.images:
         assert image["complete"] and image["naturalWidth"] > 0, image
@@ -117,7 +122,8 @@ def test_each_finding_has_its_own_figure(tiny_paper, tmp_path):
     from aha.observe.paper_plots import draw_finding
 
     results = json.loads((tiny_paper[0] / "results.json").read_text())
-    for fid, experiment in (("F1", "zero"), ("F2", "zero"), ("F3", "mixing"), ("F4", "cold_start"), ("F6", "zero")):
+    for fid, experiment in (("F1", "zero"), ("F2", "zero"), ("F3", "mixing"), ("F4", "cold_start"),
+                            ("F5", "distill_vs_rl"), ("F6", "zero")):
         assert draw_finding(results["findings"][fid], results["per_seed"][experiment], tmp_path / f"{fid}.png"), fid
 
 
@@ -125,3 +131,20 @@ def test_a_state_of_another_schedule_is_refused(tmp_path):
     paper.save_state(tmp_path, {"schedule": "quick", "cells": {}, "seconds": {}, "failed": {}, "missing": {}})
     with pytest.raises(ValueError, match="--fresh"):
         paper.load_state(tmp_path, "full")
+
+
+def test_an_experiment_not_installed_is_reported_not_run(monkeypatch):
+    monkeypatch.setitem(EXPERIMENTS, "distill_vs_rl", ("aha.experiments._not_installed", ("F5",)))
+    assert paper.load_experiment("distill_vs_rl") == "not run: experiment not available"
+    state = {"cells": {}, "failed": {}, "missing": {"distill_vs_rl": "not run: experiment not available"}}
+    f5 = paper._findings_of("distill_vs_rl", ("F5",), [], state, [0])["F5"]
+    assert f5["verdict"] == "not run" and f5["effects"] == [] and f5["paper"] == "Table 6"
+
+
+def test_quick_skips_f5_and_says_why(monkeypatch):
+    from aha.experiments import paper_distill
+
+    monkeypatch.delenv("AHA_PAPER_SCHEDULE", raising=False)
+    cell = paper_distill.run_seed(Path("unused"), 0, quick=True)
+    f5 = paper_distill.summarize([cell])["F5"]
+    assert f5["verdict"] == "not run" and "--quick" in f5["shows"]

@@ -1,4 +1,5 @@
-"""The torch engine's contract, and its fast paths checked against naive generation."""
+"""The rollout contract, kept by every engine (the torch engine's backends, and vLLM where vllm and a
+CUDA GPU are present), and the torch engine's fast paths checked against naive generation."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 
 from aha import kernels
 from aha.models.loading import load_model_dir, stop_token_ids
-from aha.rollout import SamplingParams, lean_qwen2
+from aha.rollout import SamplingParams, lean_qwen2, vllm_unavailable
 from aha.rollout.torch_engine import TorchEngine
 from aha.tasks import get_task
 from aha.template import build_prompt
@@ -16,11 +17,14 @@ from aha.template import build_prompt
 # PyTorch level with prompt K/V read through cascade attention or copied into each row's cache (as
 # it does for short prompts); and the module's own forward + DynamicCache.
 BACKENDS = ["fused", "cascade", "rows", "module"]
+# Every engine the contract tests run: the torch engine's backends, and vLLM (skipped without it).
+ENGINES = [*BACKENDS, "vllm"]
 
 
 @pytest.fixture(autouse=True)
 def _lean_attention(request, monkeypatch):
-    backend = request.node.callspec.params.get("lean") if hasattr(request.node, "callspec") else None
+    params = request.node.callspec.params if hasattr(request.node, "callspec") else {}
+    backend = params.get("lean", params.get("engine"))
     if backend == "fused":
         if kernels.decode_ops() is None:
             pytest.skip(f"the CPU decode kernel could not be built: {kernels.disabled_reason() or 'build failed'}")
@@ -30,14 +34,49 @@ def _lean_attention(request, monkeypatch):
         monkeypatch.setattr(lean_qwen2, "CASCADE_MIN_PROMPT", 0 if backend == "cascade" else 10**6)
 
 
+def _prompts(tok):
+    problems = get_task("division").problems("test", 4, seed=3)
+    prompts = [tok(build_prompt(p.question))["input_ids"] for p in problems]
+    prompts[1] = prompts[1][2:]  # unequal lengths: left padding is exercised
+    return prompts
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir):
     torch.set_num_threads(1)
     model, tok = load_model_dir(tiny_model_dir)
-    problems = get_task("division").problems("test", 4, seed=3)
-    prompts = [tok(build_prompt(p.question))["input_ids"] for p in problems]
-    prompts[1] = prompts[1][2:]  # unequal lengths: left padding is exercised
-    return model.eval(), tok, prompts
+    return model.eval(), tok, _prompts(tok)
+
+
+@pytest.fixture(scope="module")
+def vllm_setup():
+    """One vLLM engine for the module (vLLM runs one engine per process), fp32 so that its numbers
+    compare with the CPU model's, on the shipped base (head size 32: vLLM's attention kernels take it)."""
+    reason = vllm_unavailable()
+    if reason:
+        pytest.skip(f"the vllm engine needs vllm and a CUDA GPU ({reason})")
+    from aha.config import PretrainConfig, TaskConfig
+    from aha.models.loading import shipped_base_dir
+    from aha.rollout.vllm_engine import VLLMEngine
+
+    model, tok = load_model_dir(shipped_base_dir(PretrainConfig(), TaskConfig()))
+    engine = VLLMEngine(model, tok, dtype="float32", gpu_memory_utilization=0.2, enforce_eager=True)
+    return engine, model.eval(), tok, _prompts(tok)
+
+
+@pytest.fixture
+def contract(request, setup):
+    """(make_engine(**torch_engine_options), model, tokenizer, prompts) for this test's engine."""
+    engine = request.node.callspec.params["engine"]
+    if engine == "vllm":
+        shared, model, tok, prompts = request.getfixturevalue("vllm_setup")
+        return (lambda **_: shared), model, tok, prompts
+    model, tok, prompts = setup
+    return (lambda **kw: TorchEngine(model, tok, lean=engine != "module", **kw)), model, tok, prompts
+
+
+# Log-prob agreement with the CPU model's full forward: vLLM runs other kernels on another device.
+LOGPROB_ATOL = {"vllm": 1e-2}
 
 
 def naive_greedy(model, prompt: list[int], max_new: int, stops: set[int]) -> list[int]:
@@ -52,12 +91,11 @@ def naive_greedy(model, prompt: list[int], max_new: int, stops: set[int]) -> lis
     return ids[len(prompt):]
 
 
-@pytest.mark.parametrize("lean", BACKENDS)
-def test_greedy_kv_cache_matches_naive(setup, lean):
-    model, tok, prompts = setup
+@pytest.mark.parametrize("engine", ENGINES)
+def test_greedy_matches_naive(contract, engine):
+    make, model, tok, prompts = contract
     stops = stop_token_ids(tok)
-    engine = TorchEngine(model, tok, lean=lean != "module")
-    out = engine.generate(prompts, SamplingParams(max_new_tokens=40, temperature=0, stop_token_ids=stops), n=2)
+    out = make().generate(prompts, SamplingParams(max_new_tokens=40, temperature=0, stop_token_ids=stops), n=2)
     for c in out:
         expected = naive_greedy(model, prompts[c.prompt_index], 40, {tok.eos_token_id, *stops})
         assert c.ids == expected
@@ -68,10 +106,10 @@ def test_lean_engine_is_the_default_for_qwen2(setup):
     assert TorchEngine(model, tok).lean
 
 
-@pytest.mark.parametrize("lean", BACKENDS)
-def test_grouped_ordering_and_shapes(setup, lean):
-    model, tok, prompts = setup
-    out = TorchEngine(model, tok, lean=lean != "module", max_batch=5).generate(prompts, SamplingParams(max_new_tokens=12), n=3)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_grouped_ordering_and_shapes(contract, engine):
+    make, model, tok, prompts = contract
+    out = make(max_batch=5).generate(prompts, SamplingParams(max_new_tokens=12), n=3)
     assert [c.prompt_index for c in out] == [i for i in range(len(prompts)) for _ in range(3)]
     for c in out:
         assert 1 <= len(c.ids) <= 12 and len(c.logprobs) == len(c.ids)
@@ -80,14 +118,14 @@ def test_grouped_ordering_and_shapes(setup, lean):
         assert c.truncated == (len(c.ids) == 12 and c.ids[-1] != tok.eos_token_id)
 
 
-@pytest.mark.parametrize("lean", BACKENDS)
-def test_stop_tokens_end_completions(setup, lean):
-    model, tok, prompts = setup
+@pytest.mark.parametrize("engine", ENGINES)
+def test_stop_tokens_end_completions(contract, engine):
+    make, model, tok, prompts = contract
     stops = stop_token_ids(tok)
     assert stops, "the embedded tokenizer has </answer> as one token"
     ends = {tok.eos_token_id, *stops}
     params = SamplingParams(max_new_tokens=48, stop_token_ids=stops, seed=1)
-    out = TorchEngine(model, tok, lean=lean != "module").generate(prompts, params, n=8)
+    out = make().generate(prompts, params, n=8)
     assert any(c.finish_reason == "stop" for c in out)
     for c in out:
         assert not ends & set(c.ids[:-1])  # nothing is generated past a stop
@@ -96,10 +134,10 @@ def test_stop_tokens_end_completions(setup, lean):
             assert c.text.endswith("</answer>")
 
 
-@pytest.mark.parametrize("lean", BACKENDS)
-def test_same_seed_same_samples(setup, lean):
-    model, tok, prompts = setup
-    engine = TorchEngine(model, tok, lean=lean != "module")
+@pytest.mark.parametrize("engine", ENGINES)
+def test_same_seed_same_samples(contract, engine):
+    make, model, tok, prompts = contract
+    engine = make()
     a = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=7), n=4)
     b = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=7), n=4)
     c = engine.generate(prompts, SamplingParams(max_new_tokens=20, seed=8), n=4)
@@ -107,17 +145,19 @@ def test_same_seed_same_samples(setup, lean):
     assert [x.ids for x in a] != [x.ids for x in c]
 
 
-@pytest.mark.parametrize("lean", BACKENDS)
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
-def test_logprobs_equal_a_full_forward(setup, lean, temperature, top_p):
-    model, tok, prompts = setup
+def test_logprobs_equal_a_full_forward(contract, engine, temperature, top_p):
+    make, model, tok, prompts = contract
+    if engine == "vllm" and top_p < 1:
+        pytest.skip("vLLM renormalises its log-probs over the top-p nucleus (documented in aha.rollout.vllm_engine)")
     params = SamplingParams(max_new_tokens=24, temperature=temperature, top_p=top_p, seed=2)
-    for c in TorchEngine(model, tok, lean=lean != "module").generate(prompts, params, n=3):
+    for c in make().generate(prompts, params, n=3):
         seq = torch.tensor([prompts[c.prompt_index] + c.ids])
         with torch.no_grad():
             logits = model(input_ids=seq).logits[0, len(prompts[c.prompt_index]) - 1 : -1]  # (Tc, V)
         expected = torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(c.ids)[:, None]).squeeze(-1)
-        torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=2e-4, rtol=1e-4)
+        torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=LOGPROB_ATOL.get(engine, 2e-4), rtol=1e-4)
 
 
 def test_top_p_draws_only_from_the_nucleus(setup):
@@ -184,13 +224,13 @@ def test_bf16_rollout_samples_the_fp32_policy(setup, lean):
     assert 1e-4 < gaps[True] < 0.05, gaps
 
 
-@pytest.mark.parametrize("lean", BACKENDS)
-def test_ignore_eos_runs_every_sample_to_the_budget(setup, lean):
-    model, tok, prompts = setup
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ignore_eos_runs_every_sample_to_the_budget(contract, engine):
+    make, model, tok, prompts = contract
     params = SamplingParams(max_new_tokens=30, temperature=1.0, seed=2)
-    stopped = TorchEngine(model, tok, lean=lean != "module").generate(prompts, params, n=2)
+    stopped = make().generate(prompts, params, n=2)
     assert any(c.finish_reason == "stop" for c in stopped)  # the tiny base does end on EOS
-    forced = TorchEngine(model, tok, lean=lean != "module").generate(prompts, SamplingParams(**{**params.__dict__, "ignore_eos": True}), n=2)
+    forced = make().generate(prompts, SamplingParams(**{**params.__dict__, "ignore_eos": True}), n=2)
     assert all(len(c.ids) == 30 and c.finish_reason == "length" for c in forced)
 
 

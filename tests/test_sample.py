@@ -121,3 +121,35 @@ def test_dapo_preset_runs_dynamic_sampling_and_logs_the_drop_rate(tmp_path, tiny
         assert 0.0 <= row["dynamic/drop_rate"] <= 1.0 and 1 <= row["dynamic/rounds"] <= 3
         # Every trained group carries signal, unless all rounds came back uninformative.
         assert row["group_all_equal_rate"] == 0.0 or row["dynamic/rounds"] == 3
+
+
+def test_cost_ledger_counts_sampled_and_prompt_tokens_at_2n_and_survives_a_kill(tmp_path, tiny_model_dir):
+    from aha.models.loading import load_model_dir
+    from aha.observe.cost import count_params
+
+    assert sample(tmp_path, tiny_model_dir, "run.name=straight").exit_code == 0
+    run = tmp_path / "straight"
+    records = runs.read_jsonl(run / "records.jsonl")
+    model, tokenizer = load_model_dir(tiny_model_dir)
+    n = count_params(model)
+    generated = sum(r["length"] for r in records)
+    prompts = sum(len(tokenizer(r["prompt"])["input_ids"]) for r in records[::3])  # k = 3: each prompt once
+    cost = json.loads((run / "summary.json").read_text())["cost"]
+    phase = cost["phases"]["teacher_sampling"]
+    assert cost["params"] == n and phase["calls"] == 3  # one per chunk
+    assert (phase["tokens_generated"], phase["tokens_forward"], phase["tokens_trained"]) == (generated, prompts, 0)
+    assert phase["flops"] == 2 * n * (generated + prompts) == cost["total"]["flops"]
+    assert len(runs.read_jsonl(run / "cost.jsonl")) == 3
+    # Killed while writing chunk 1's records, its cost row already written: chunk 1 is sampled
+    # again and its cost row replaced, not counted twice.
+    assert sample(tmp_path, tiny_model_dir, "run.name=killed").exit_code == 0
+    killed = tmp_path / "killed"
+    lines = (killed / "records.jsonl").read_text().splitlines(keepends=True)
+    (killed / "records.jsonl").write_text("".join(lines[:14]))
+    cost_rows = (killed / "cost.jsonl").read_text().splitlines(keepends=True)
+    (killed / "cost.jsonl").write_text("".join(cost_rows[:2]))
+    assert CliRunner().invoke(app, ["sample", "--resume", str(killed)]).exit_code == 0
+    again = json.loads((killed / "summary.json").read_text())["cost"]["phases"]["teacher_sampling"]
+    assert {k: again[k] for k in ("calls", "tokens_generated", "tokens_forward", "flops")} == \
+        {k: phase[k] for k in ("calls", "tokens_generated", "tokens_forward", "flops")}
+    assert [r["chunk"] for r in runs.read_jsonl(killed / "cost.jsonl")] == [0, 1, 2]

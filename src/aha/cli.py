@@ -9,6 +9,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from aha import runs as runs_module
@@ -51,7 +52,8 @@ def _quiet_transformers() -> None:
 
 
 def _fail(err: BaseException, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/bold red] {err}", soft_wrap=True)
+    # Escaped: messages quote brackets ("pip install 'aha-rl[vllm]'") that rich would read as markup.
+    console.print(f"[bold red]error:[/bold red] {escape(str(err))}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -165,6 +167,25 @@ def zero(
 
 
 @app.command()
+def r1(
+    args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. reasoning_rl.grpo.steps=50"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """DeepSeek-R1's pipeline: cold start → reasoning RL (+ language consistency) → rejection
+    sampling + SFT from the base → the stages compared on one held-out set (defaults: the bilingual miniature)."""
+    from aha.config.r1 import R1Config
+
+    summary, run_dir = _run_stage("r1", R1Config, "aha.pipelines.r1", args, resume, "r1-tiny", force, allow_changes)
+    if console.quiet:
+        return
+    from aha.pipelines.r1_report import write_report
+    from aha.terminal import r1_table
+
+    console.print(r1_table(summary["comparison"], run_dir))
+    console.print(f"report: {write_report(run_dir)}")
+
+
+@app.command()
 def sft(
     args: Optional[List[str]] = typer.Argument(None, help="DATA [RECIPE.yaml] [key=value …]; DATA: JSONL, parquet or "
                                                            "a datasets directory (or give data.path=…)"),
@@ -208,6 +229,22 @@ def sample(
 
 
 @app.command()
+def rm(
+    args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. data.path=pairs.jsonl "
+                                                           "model.path=DIR (default: synthetic pairs, bilingual base)"),
+    resume: Optional[Path] = RESUME, force: bool = FORCE, allow_changes: bool = ALLOW,
+):
+    """A reward model (one-label classifier on a causal LM's body) trained on preference pairs, scoring
+    prompt + summary: the model `reward_model.path` names for all-scenario RL."""
+    from aha.config.rm import RMConfig
+
+    summary, run_dir = _run_stage("rm", RMConfig, "aha.stages.rm", args, resume, None, force, allow_changes)
+    from aha.terminal import rm_summary
+
+    console.print(rm_summary(summary, run_dir))
+
+
+@app.command()
 def distill(
     args: Optional[List[str]] = typer.Argument(None, help="[RECIPE.yaml] [key=value …], e.g. sample.problems=2000"),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="a run, a model directory or an OpenAI-compatible URL"),
@@ -217,11 +254,10 @@ def distill(
 ):
     """Teacher traces (verified, filtered, deduped, decontaminated) distilled into a student by SFT."""
     from aha.config.distill import DistillConfig
-    from aha.stages import distill as distill_stage
 
     extra = [f"{key}={value}" for key, value in (("teacher.path", teacher), ("model.path", student),
                                                  ("task.name", task)) if value]
-    summary, run_dir = _run_stage("distill", DistillConfig, distill_stage.run, args, resume, None, force,
+    summary, run_dir = _run_stage("distill", DistillConfig, "aha.stages.distill", args, resume, None, force,
                                   allow_changes, extra)
     table = Table(title=f"distillation {run_dir.name}", show_header=False)
     table.add_row("teacher", str(summary["teacher"]))
@@ -439,6 +475,52 @@ def report(
             console.print(f"report: {path}")
     else:
         console.print(f"report: {write_report(runs, out)}")
+
+
+experiment_app = typer.Typer(no_args_is_help=True, help="The paper's comparisons in miniature, over seeds, "
+                                                          "with a table and a report (resumable).")
+app.add_typer(experiment_app, name="experiment")
+
+
+def _run_experiment(experiment):
+    """Run `experiment(events)` with the console view; a stop or a user error ends it like a stage."""
+    from aha.events import Events
+    from aha.terminal import ConsoleView
+    from aha.train.signals import StopRequested
+
+    _quiet_transformers()
+    view = ConsoleView(console)
+    try:
+        return experiment(Events([view]))
+    except StopRequested as stop:
+        console.print(f"\n{stop}; rerun the same command to continue")
+        raise typer.Exit(stop.exit_code)
+    except USER_ERRORS as err:
+        _fail(err)
+    finally:
+        view.close()
+
+
+@experiment_app.command("distill-vs-rl")
+def distill_vs_rl(
+    more_seeds: Optional[List[int]] = typer.Argument(None, metavar="[SEED …]", help="more seeds (`--seeds 0 1 2`)"),
+    seeds: Optional[List[int]] = typer.Option(None, "--seeds", help="training seeds, e.g. --seeds 0 1 2 (default 0 1 2)"),
+    out: Path = typer.Option(Path("runs/distill-vs-rl"), "--out", help="experiment directory (rerun to resume)"),
+    quick: bool = typer.Option(False, "--quick", help="a schedule of seconds, for tests (not a result)"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch threads for every stage"),
+):
+    """Table 6 in miniature: a small student distilled from the RL teacher vs the same student
+    trained by GRPO, compared at equal training FLOPs (teacher sampling charged to distillation)."""
+    from aha.experiments import distill_vs_rl as experiment
+    from aha.terminal import distill_vs_rl_table
+
+    if more_seeds and not seeds:
+        _fail(ValueError(f"unexpected arguments {more_seeds}: give seeds as --seeds 0 1 2"))
+    chosen = [*(seeds or []), *(more_seeds or [])] or [0, 1, 2]
+    results = _run_experiment(lambda events: experiment.run(out, chosen, quick, events, threads=threads))
+    console.print(distill_vs_rl_table(results["summary"]))
+    console.print(results["summary"]["verdict"])
+    console.print(f"files: {out}/results.json, {results['report']}")
 
 
 def main() -> None:  # pragma: no cover

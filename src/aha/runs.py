@@ -35,9 +35,16 @@ def fresh_run_dir(out_dir: str, name: str, force: bool = False) -> Path:
 
 
 def has_progress(run_dir: Path) -> bool:
-    """Whether a run directory holds anything worth keeping: a checkpoint or a logged step."""
-    metrics = run_dir / "metrics.jsonl"
-    return latest_checkpoint(run_dir) is not None or (metrics.exists() and metrics.stat().st_size > 0)
+    """Whether a run directory holds anything worth keeping: a checkpoint, a logged step, sampled
+    records, a finished summary — or, for a pipeline, a stage directory that holds any of these."""
+    if not run_dir.is_dir():
+        return False
+    if latest_checkpoint(run_dir) is not None or (run_dir / "summary.json").exists():
+        return True
+    if any((run_dir / name).exists() and (run_dir / name).stat().st_size > 0
+           for name in ("metrics.jsonl", "records.jsonl")):
+        return True
+    return any(has_progress(child) for child in run_dir.iterdir() if child.is_dir() and not _CKPT.match(child.name))
 
 
 @contextmanager

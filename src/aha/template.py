@@ -98,6 +98,30 @@ def _last_answer(completion: str) -> str | None:
     return text or None
 
 
+def summary_text(completion: str, untagged: str = "none") -> str | None:
+    """The summary a helpfulness score reads (R1 §2.3.4: helpfulness on the summary only, never the
+    thought): the last <answer> block; without one, the text after the last </think> (R1's own
+    format, `<think>…</think> summary`, unless an <answer> there was never closed); without either,
+    None — or, with `untagged="whole"`, the whole text (a bare response in a preference file).
+    Empty text is no summary.
+
+    >>> summary_text("<think>hmm</think> <answer>hello Ann</answer>"), summary_text("<think>x</think> 37")
+    ('hello Ann', '37')
+    """
+    answer = _last_answer(completion)
+    if answer is not None:
+        return answer
+    if "</think>" in completion:
+        text = completion.rsplit("</think>", 1)[1].strip()
+        if any(tag in text for tag in TAGS):  # an <answer> opened and never closed: cut short
+            return None
+    elif untagged == "whole" and not any(tag in completion for tag in TAGS):
+        text = completion.strip()
+    else:
+        return None
+    return text or None
+
+
 def think_text(completion: str) -> str:
     """The chain of thought for behaviour metrics: text before </think> (or before <answer>, or all)."""
     body = completion.split("<think>", 1)[-1]

@@ -103,6 +103,64 @@ def sft_summary(summary: dict, run_dir: Path):
     return table
 
 
+def r1_table(comparison: dict, run_dir: Path):
+    """The table `aha r1` ends with: each stage's model on the same held-out problems."""
+    from rich.table import Table
+
+    from aha.observe.cost import format_flops
+
+    table = Table(title=f"R1 pipeline {run_dir.name}: every stage's model on the same held-out problems",
+                  caption="pass@1 ± half its bootstrap 95% interval; RM: reward-model score on general prompts")
+    for column in ("stage", "pass@1", "length", "reflect", "mixing", "readable", "RM", "FLOPs", "wall"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, row in comparison.items():
+        low, high = row["pass@1_ci95"]
+        cost = row.get("cost") or {}
+        rm = row.get("rm_score")
+        table.add_row(stage, f"{row['pass@1']:.3f}±{(high - low) / 2:.2f}", f"{row['response_length_mean']:.1f}",
+                      f"{row['reflection_rate']:.0%}", f"{row['language_mixing']:.1%}", f"{row['readable_rate']:.0%}",
+                      "—" if rm is None else f"{rm:.3f}",
+                      format_flops(cost["flops"]).replace("FLOP", "") if cost.get("flops") else "—",
+                      f"{cost['seconds']:.0f}s" if cost.get("seconds") else "—")
+    return table
+
+
+def distill_vs_rl_table(summary: dict):
+    """The table `aha experiment distill-vs-rl` ends with: each seed at its equal-FLOPs budget."""
+    from rich.table import Table
+
+    from aha.observe.cost import format_flops
+
+    table = Table(title="distilled vs RL student at equal FLOPs (held-out pass@1)")
+    for name in ("seed", "budget", "teacher", "RL", "distilled", "distilled − RL", "reflecting RL/dist."):
+        table.add_column(name, justify="right")
+    for r in summary["rows"]:
+        reflection = "/".join(f"{100 * v:.0f}%" if v is not None else "—" for v in r["reflection"].values())
+        table.add_row(str(r["seed"]), format_flops(r["budget_flops"]), f"{r['teacher']:.3f}", f"{r['rl']:.3f}",
+                      f"{r['distill']:.3f}", f"{100 * r['difference']:+.1f} pts", reflection)
+    m, (low, high) = summary["mean"], summary["difference_ci95"]
+    table.add_row("mean", "", f"{m['teacher']:.3f}", f"{m['rl']:.3f}", f"{m['distill']:.3f}",
+                  f"[bold]{100 * m['difference']:+.1f}[/bold] [{100 * low:+.1f}, {100 * high:+.1f}]", "")
+    return table
+
+
+def rm_summary(summary: dict, run_dir: Path):
+    """The table `aha rm` ends with."""
+    from rich.table import Table
+
+    table = Table(title=f"reward model {run_dir.name}", show_header=False)
+    table.add_row("held-out pairwise accuracy (start → end)", f"{summary['held_out_accuracy_start']:.3f} → "
+                                                               f"[bold]{summary['held_out_accuracy_end']:.3f}[/bold]")
+    start, end = summary.get("rubric_agreement_start"), summary.get("rubric_agreement_end")
+    if start and end:
+        table.add_row("rank agreement with the rubric, Spearman (start → end)",
+                      f"{start['spearman']:.3f} → {end['spearman']:.3f}")
+    table.add_row("pairs trained / held out / dropped", f"{summary['pairs_train']} / {summary['pairs_held_out']} / "
+                                                         f"{summary['pairs_dropped']}")
+    table.add_row("optimizer steps / wall seconds", f"{summary['steps']} / {summary['wall_seconds']:.0f}")
+    table.add_row("model", str(summary["model_dir"]))
+
+
 def paper_table(results: dict):
     """The table `aha paper` ends with: each finding, the paper's figure, the miniature's headline
     effect with its interval, and the verdict."""

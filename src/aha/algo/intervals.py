@@ -33,3 +33,28 @@ def bootstrap_ci(values: Sequence[float], resamples: int = 2000, confidence: flo
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
     return float(low), float(high)
+
+
+def crossed_bootstrap_ci(matrix, resamples: int = 2000, confidence: float = 0.95,
+                         seed: int = 0) -> tuple[float, float]:
+    """(low, high) percentile-bootstrap interval of the mean of a (runs, problems) matrix of scores:
+    every run (a training seed) scored on the same problems. Each resample draws runs and, apart,
+    problems with replacement and takes the mean of the picked cells, so both seed-to-seed and
+    problem-to-problem variation widen the interval. With one run it is `bootstrap_ci` of that
+    run's row (the same problem draws). Few runs make the run level coarse (3 seeds: 10 distinct
+    draws), so the interval then understates the seed-to-seed spread."""
+    scores = np.asarray(matrix, dtype=np.float64)
+    if scores.ndim != 2 or scores.size == 0:
+        raise ValueError(f"need a non-empty (runs, problems) matrix of scores, got shape {scores.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    problems = bootstrap_indices(scores.shape[1], resamples, seed)  # (resamples, problems)
+    run_draws = bootstrap_indices(scores.shape[0], resamples, seed + 1)  # (resamples, runs)
+    # Each run's mean over resample b's problems, then the mean over resample b's runs.
+    per_run = np.stack([row[problems].mean(axis=1) for row in scores])  # (runs, resamples)
+    means = per_run[run_draws, np.arange(resamples)[:, None]].mean(axis=1)
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return float(low), float(high)

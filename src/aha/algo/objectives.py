@@ -41,3 +41,17 @@ def nll_objective(logp: Tensor, mask: Tensor, *, n_tokens: int, **_) -> tuple[Te
     whole batch (every trained token weighs the same, whatever its row's length — TRL's default)."""
     nll = -(logp * mask).sum() / max(n_tokens, 1)
     return nll, {"nll": float(nll.detach())}
+
+
+@OBJECTIVES.register("bradley_terry")
+def bradley_terry_objective(chosen: Tensor, rejected: Tensor, *, n_pairs: int, **_) -> tuple[Tensor, dict]:
+    """Reward-model training (Bradley–Terry, as in InstructGPT and R1's reward models): the mean over
+    the whole batch's `n_pairs` pairs of −log σ(r_chosen − r_rejected), summed over this
+    micro-batch's pairs (chosen, rejected: (P,) scores). Stats: the share of pairs ordered right
+    and the mean score gap, also as batch-normalised sums."""
+    import torch.nn.functional as F
+
+    gap = chosen.float() - rejected.float()
+    loss = -F.logsigmoid(gap).sum() / n_pairs
+    detached = gap.detach()
+    return loss, {"accuracy": float((detached > 0).sum()) / n_pairs, "margin": float(detached.sum()) / n_pairs}

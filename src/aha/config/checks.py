@@ -34,7 +34,8 @@ def registered(key: str, name: str, registry) -> None:
 
 
 def task_options(key: str, name: str, options: dict) -> None:
-    """The task exists and its constructor takes these options (checked by signature: nothing is read)."""
+    """The task exists and its constructor takes these options (checked by signature, and by the task's
+    own `check_options` where it has one: nothing is read, no task is built)."""
     from aha.tasks import TASKS
 
     registered(key + ".name", name, TASKS)
@@ -43,6 +44,12 @@ def task_options(key: str, name: str, options: dict) -> None:
     except TypeError as err:
         params = [p for p in inspect.signature(TASKS[name]).parameters]
         raise ConfigError(f"{key}.options: {err} (task {name!r} takes: {', '.join(params) or 'no options'})") from None
+    check = getattr(TASKS[name], "check_options", None)  # a task whose options nest (mixture) checks their shape
+    if check is not None:
+        try:
+            check(**options)
+        except ValueError as err:
+            raise ConfigError(f"{key}.options.{err}") from None
 
 
 def rewards(key: str, weights: dict) -> None:

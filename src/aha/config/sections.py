@@ -157,10 +157,35 @@ class RolloutConfig:
         checks.registered(f"{key}.engine", self.engine, ENGINES)
         if self.engine == "openai" and not self.options.get("base_url"):
             raise ConfigError(f"{key}.options.base_url: required with {key}.engine=openai (e.g. http://127.0.0.1:8000/v1)")
+        if self.engine == "vllm":
+            self._validate_vllm(key)
         checks.at_least(f"{key}.temperature", self.temperature, 0.0)
         checks.within(f"{key}.top_p", self.top_p, 0.0, 1.0, low_open=True)
         checks.at_least(f"{key}.max_new_tokens", self.max_new_tokens, 1)
         checks.at_least(f"{key}.max_batch", self.max_batch, 1)
+
+    def _validate_vllm(self, key: str) -> None:
+        """Options by name and range, then whether this machine can run vLLM at all — before any
+        model loads (a CPU machine without vllm learns it in a second, not after the base loads)."""
+        from aha.rollout import VLLM_OPTIONS, vllm_unavailable
+
+        o = self.options
+        unknown = sorted(set(o) - set(VLLM_OPTIONS))
+        if unknown:
+            raise ConfigError(f"{key}.options: {', '.join(unknown)} not taken by {key}.engine=vllm "
+                              f"(valid: {', '.join(VLLM_OPTIONS)})")
+        if "gpu_memory_utilization" in o:
+            checks.within(f"{key}.options.gpu_memory_utilization", o["gpu_memory_utilization"], 0.0, 1.0, low_open=True)
+        if o.get("max_model_len") is not None:
+            checks.at_least(f"{key}.options.max_model_len", o["max_model_len"], 1)
+        if o.get("sleep_level", 1) not in (1, 2):
+            raise ConfigError(f"{key}.options.sleep_level: expected 1 (weights to CPU) or 2 (weights dropped), "
+                              f"got {o['sleep_level']!r}")
+        if o.get("dtype") not in (None, "bfloat16", "float16", "float32"):
+            raise ConfigError(f"{key}.options.dtype: expected bfloat16, float16 or float32, got {o['dtype']!r}")
+        reason = vllm_unavailable()
+        if reason:
+            raise ConfigError(f"{key}.engine=vllm needs `pip install 'aha-rl[vllm]'` and a CUDA GPU ({reason})")
 
 
 @dataclass(frozen=True)
@@ -224,6 +249,47 @@ class GRPOConfig:
         checks.within(f"{key}.eps_low", self.eps_low, 0.0, 1.0)
 
 
+# The judge's instruction; {question} and {summary} are filled in (see aha.rewards.judge).
+DEFAULT_JUDGE_PROMPT = (
+    "You grade how helpful an assistant's answer to a user's request is. A helpful answer gives the right "
+    "content, in the language of the request, directly, without padding.\n\nRequest: {question}\n"
+    "Answer: {summary}\n\nRate the answer from 1 (useless) to 10 (perfect). Reply with the number only."
+)
+
+
+@dataclass(frozen=True)
+class RewardModelSection:
+    """Where the `reward_model` reward's scores come from (R1's all-scenario RL): a one-label
+    `…ForSequenceClassification` directory (`aha rm`'s RUN/model) or an LLM judge behind an
+    OpenAI-compatible endpoint. Either scores the summary only."""
+
+    path: str = ""  # reward model directory
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    batch_size: int = 64  # texts scored per forward (speed/memory only)
+    judge_url: str = ""  # e.g. http://127.0.0.1:8000/v1
+    judge_model: str = ""  # default: the endpoint's first listed model
+    judge_prompt: str = DEFAULT_JUDGE_PROMPT  # must hold {summary}; {question} is optional
+    judge_api_key_env: str = "OPENAI_API_KEY"  # the variable holding the key (never the key itself)
+    judge_concurrency: int = 8
+    judge_timeout: float = 60.0
+    judge_max_retries: int = 5
+    judge_max_tokens: int = 16
+
+    def validate(self, key: str) -> None:
+        if self.path and self.judge_url:
+            raise ConfigError(f"{key}: set path (a reward model) or judge_url (an LLM judge), not both")
+        if self.path:
+            checks.model_dir(f"{key}.path", self.path)
+        if self.judge_url and not self.judge_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.judge_url: expected an http(s):// OpenAI-compatible base URL, got {self.judge_url!r}")
+        if "{summary}" not in self.judge_prompt:
+            raise ConfigError(f"{key}.judge_prompt: must contain the placeholder {{summary}} (and may hold {{question}})")
+        for name in ("batch_size", "judge_concurrency", "judge_max_tokens"):
+            checks.at_least(f"{key}.{name}", getattr(self, name), 1)
+        checks.at_least(f"{key}.judge_max_retries", self.judge_max_retries, 0)
+        checks.positive(f"{key}.judge_timeout", self.judge_timeout)
+
+
 @dataclass(frozen=True)
 class ZeroConfig:
     """`aha zero`: GRPO from a base model (the embedded one is pretrained first when needed)."""
@@ -232,7 +298,9 @@ class ZeroConfig:
     # change speed and logging, never the algorithm.
     FREE_ON_RESUME = ("grpo.steps", "run.save_every", "run.progress", "run.threads", "run.samples_per_step",
                       "run.log_to", "run.max_bad_steps", "rollout.max_batch", "grpo.micro_batch_size",
-                      "grpo.micro_batch_tokens", "eval.every", "eval.during_problems", "model.gradient_checkpointing")
+                      "grpo.micro_batch_tokens", "eval.every", "eval.during_problems", "model.gradient_checkpointing",
+                      "reward_model.batch_size", "reward_model.judge_concurrency", "reward_model.judge_timeout",
+                      "reward_model.judge_max_retries")
 
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -243,14 +311,22 @@ class ZeroConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     rewards: dict = field(default_factory=lambda: {"accuracy": 1.0, "format": 0.2})
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reward_model: RewardModelSection = field(default_factory=RewardModelSection)  # for rewards.reward_model
 
     def validate(self) -> None:
-        for name in ("run", "pretrain", "task", "prompt", "rollout", "grpo", "eval"):
+        for name in ("run", "pretrain", "task", "prompt", "rollout", "grpo", "eval", "reward_model"):
             getattr(self, name).validate(name)
         self.model.validate("model", chat_template=self.prompt.template == "chat")
         checks.rewards("rewards", self.rewards)
+        if self.rewards.get("reward_model") and not (self.reward_model.path or self.reward_model.judge_url):
+            raise ConfigError("reward_model.path: required when rewards weighs reward_model — a reward model "
+                              "directory (an `aha rm` run's model/), or set reward_model.judge_url to an LLM judge")
         if self.rollout.engine == "openai":  # its completions carry no log-probs (NaN)
             raise ConfigError("rollout.engine: 'openai' returns no log-probs, which GRPO's update needs; use 'torch'")
+        if self.rollout.engine == "vllm" and self.rollout.top_p < 1 and self.grpo.mu > 1:
+            # vLLM's log-probs are then the nucleus-renormalised ones, not log π_old at the temperature.
+            raise ConfigError("rollout.top_p < 1 with rollout.engine=vllm and grpo.mu > 1: vLLM's log-probs are "
+                              "renormalised over the top-p nucleus and would be used as π_old; use top_p=1 or mu=1")
 
 
 # Named GRPO settings. "r1": DeepSeek-R1 (arXiv 2501.12948) as reported second-hand by peers.

@@ -117,7 +117,9 @@ def load_adapter(model, checkpoint: Path) -> None:
 class MergedEngine:
     """A rollout engine over a plain copy of a LoRA policy, re-merged before every generate call,
     so rollouts and evaluations always sample the current policy (the engine's own fast paths,
-    the lean decoder included, see plain weights)."""
+    the lean decoder included, see plain weights). The merged weights also go to the inner engine's
+    `load_weights`: a no-op for the torch engine (it samples the plain copy), the sync for engines
+    that hold their own copy (vLLM)."""
 
     def __init__(self, model, make):
         self.model = model
@@ -125,7 +127,9 @@ class MergedEngine:
         self.inner = make(self.plain)
 
     def refresh(self) -> None:
-        self.plain.load_state_dict(merged_state_dict(self.model))
+        merged = merged_state_dict(self.model)
+        self.plain.load_state_dict(merged)
+        self.inner.load_weights(merged)
 
     def generate(self, prompts, params, n: int = 1):
         self.refresh()

@@ -131,6 +131,22 @@ def draw_f6(per_seed, fig_axes) -> None:
             "Final policy: pass@1 vs majority vote (%)")
 
 
+def draw_f5(per_seed, fig_axes) -> None:
+    fig, (left, right) = fig_axes
+    for i, r in enumerate(per_seed):
+        color = f"C{i % 10}"
+        for arm, style, what in (("rl", "-o", "RL student"), ("distill", "--s", "distilled student")):
+            points = r["curves"][arm]
+            left.plot([p["flops"] / 1e9 for p in points], [100 * p["pass@1"] for p in points], style, color=color,
+                      markersize=3, label=f"seed {r['seed']} · {what}")
+        left.axvline(r["comparison"]["budget_flops"] / 1e9, color=color, linestyle=":", linewidth=1.0)
+    left.set(title="Held-out pass@1 (%) vs training GFLOPs; : = equal budget", xlabel="GFLOP")
+    left.legend(fontsize=7)
+    left.grid(alpha=0.3)
+    _paired(right, [{"seed": r["seed"], "rl": r["comparison"]["rl"], "distill": r["comparison"]["distill"]}
+                    for r in per_seed], "rl", "distill", ("RL", "distilled"), "At equal FLOPs: pass@1 (%)")
+
+
 def draw_effects(finding: Mapping, fig_axes) -> None:
     """Each effect: per-seed dots, the mean and its interval, zero marked (any finding)."""
     fig, (ax,) = fig_axes
@@ -153,7 +169,7 @@ def _short(text: str, width: int = 38) -> str:
 
 SPECIFIC: dict[str, tuple[str, Callable]] = {  # finding: (experiment whose per-seed records it draws, drawer)
     "F1": ("zero", draw_f1), "F2": ("zero", draw_f2), "F3": ("mixing", draw_f3),
-    "F4": ("cold_start", draw_f4), "F6": ("zero", draw_f6),
+    "F4": ("cold_start", draw_f4), "F5": ("distill_vs_rl", draw_f5), "F6": ("zero", draw_f6),
 }
 
 

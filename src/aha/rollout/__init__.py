@@ -15,8 +15,31 @@ def _openai_engine(model, tokenizer, **options):
     return OpenAIEngine(model, tokenizer, **options)
 
 
+def _vllm_engine(model, tokenizer, **options):
+    from aha.rollout.vllm_engine import VLLMEngine
+
+    return VLLMEngine(model, tokenizer, **options)
+
+
 # Engines by `rollout.engine` name; factories import their backend only when used.
-ENGINES = {"torch": _torch_engine, "openai": _openai_engine}
+ENGINES = {"torch": _torch_engine, "openai": _openai_engine, "vllm": _vllm_engine}
+
+# `rollout.options` of engine=vllm (VLLMEngine's keyword arguments besides max_batch/bf16), listed here
+# so that config validation checks them without importing torch or vLLM (a test keeps the two in step).
+VLLM_OPTIONS = ("model_dir", "dtype", "gpu_memory_utilization", "max_model_len", "sleep", "sleep_level",
+                "enforce_eager")
+
+
+def vllm_unavailable() -> str | None:
+    """Why engine=vllm cannot run on this machine, or None. Torch-free when vllm is not installed (the
+    usual case on a CPU machine); with vllm installed, torch is imported to ask for a CUDA device."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed"
+    import torch
+
+    return None if torch.cuda.is_available() else "torch sees no CUDA device"
 
 
 def __getattr__(name: str):
@@ -32,8 +55,8 @@ def __getattr__(name: str):
 def make_engine(name: str, model, tokenizer, **options):
     """`torch`: any torch device, the default. `openai`: any OpenAI-compatible endpoint (options:
     base_url, model_name, concurrency, timeout, max_retries; see `aha.rollout.openai_engine`).
-    (A vLLM engine for GPUs is planned behind the same interface; it is not written yet, so asking
-    for it is an error rather than a silent fallback.)"""
+    `vllm`: vLLM colocated in this process on a CUDA GPU (options: `VLLM_OPTIONS`; see
+    `aha.rollout.vllm_engine`; written against vLLM's API, not run in aha's CPU-only CI)."""
     if name not in ENGINES:
         raise KeyError(f"unknown rollout engine {name!r}; valid engines: {', '.join(ENGINES)}")
     return ENGINES[name](model, tokenizer, **options)

@@ -77,20 +77,25 @@ class OpenAIEngine(RolloutEngine):
                           finish_reason=finish, extra={"endpoint_finish_reason": choice.finish_reason})
 
     def _call(self, request):
-        """`request()`, retried on transient failures after 1, 2, 4, … × `backoff` seconds."""
-        o = self.openai
-        transient = (o.APIConnectionError, o.APITimeoutError, o.RateLimitError, o.InternalServerError)
-        for attempt in range(self.max_retries + 1):
-            try:
-                return request()
-            except transient as err:
-                if attempt == self.max_retries:
-                    raise RuntimeError(f"openai engine: gave up after {attempt + 1} attempts: {err}") from err
-                self.sleep(self.backoff * 2**attempt)
-            except o.APIStatusError as err:  # a request the endpoint refuses: retrying will not help
-                raise ValueError(f"openai engine: the endpoint refused the request ({err.status_code}): "
-                                 f"{err.message}") from err
-        raise AssertionError("unreachable")
+        return call_with_retries(request, self.max_retries, self.backoff, self.sleep, "openai engine")
+
+
+def call_with_retries(request, max_retries: int, backoff: float, sleep=time.sleep, who: str = "openai client"):
+    """`request()`, retried on transient failures (connection errors, timeouts, 429, 5xx) after 1, 2,
+    4, … × `backoff` seconds; a request the endpoint refuses (another 4xx) is a ValueError at once."""
+    import openai as o
+
+    transient = (o.APIConnectionError, o.APITimeoutError, o.RateLimitError, o.InternalServerError)
+    for attempt in range(max_retries + 1):
+        try:
+            return request()
+        except transient as err:
+            if attempt == max_retries:
+                raise RuntimeError(f"{who}: gave up after {attempt + 1} attempts: {err}") from err
+            sleep(backoff * 2**attempt)
+        except o.APIStatusError as err:  # a request the endpoint refuses: retrying will not help
+            raise ValueError(f"{who}: the endpoint refused the request ({err.status_code}): {err.message}") from err
+    raise AssertionError("unreachable")
 
 
 def _restore_stop(text: str, stop: str) -> str:

@@ -10,7 +10,7 @@ Submodules load on first use (they import torch and transformers).
 
 import importlib
 
-__all__ = ["evaluate", "grpo", "pretrain", "sample", "sft"]
+__all__ = ["evaluate", "grpo", "pretrain", "rm", "sample", "sft"]
 
 
 def __getattr__(name: str):

@@ -18,6 +18,7 @@ from aha.algo.decontaminate import HeldOut, decontaminate
 from aha.config import DataConfig, ModelConfig, SampleConfig, SFTConfig, save_config, to_dict
 from aha.config.distill import DistillConfig
 from aha.events import Events
+from aha.observe.cost import CostLedger
 from aha.stages import sample as sample_stage
 from aha.stages import sft as sft_stage
 from aha.tasks import get_task
@@ -46,7 +47,10 @@ def run(cfg: DistillConfig, run_dir: Path, events: Events | None = None) -> dict
         "after_filters": len(rows), "decontaminated": len(dropped), "trained_rows": len(kept),
         "filters": teacher["filters"], "correct_rate": teacher["correct_rate"],
         "held_out_loss_start": student["held_out_loss_start"], "held_out_loss_end": student["held_out_loss_end"],
-        "student_dir": student["model_dir"], "config": to_dict(cfg),
+        "student_dir": student["model_dir"],
+        # The teacher's sampling and the student's SFT, each phase's FLOPs at its own model's N.
+        "cost": CostLedger.from_dict(student["cost"]).merge(CostLedger.from_dict(teacher["cost"])).to_dict(),
+        "config": to_dict(cfg),
     }
     runs.write_json(run_dir / "summary.json", summary)
     events.for_stage("distill").done(summary)

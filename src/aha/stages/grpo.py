@@ -25,6 +25,7 @@ from aha.models import lora
 from aha.models.loading import load_model_dir, stop_token_ids
 from aha.observe.cost import CostLedger, count_params
 from aha.observe.monitors import RunMonitor
+from aha.rewards.model import scorer_for
 from aha.rollout import SamplingParams, make_engine
 from aha.stages.evaluate import evaluate
 from aha.stages.grpo_step import Trainer, run_step
@@ -62,6 +63,9 @@ def run(cfg: ZeroConfig, run_dir: Path, events: Events | None = None) -> dict:
                 row["eval/accuracy"] = during.pass_at_1
                 if during.language_mixing is not None:
                     row["eval/language_mixing_rate"] = during.language_mixing["all"]
+                for name, value in (during.general or {}).items():  # a mixture's general prompts
+                    if name != "problems":
+                        row[f"eval/{name}"] = value
             diverged = _guard_and_monitor(t, row, events)
             t.state["step"] = step
             t.state["seconds"] = seconds_before + time.time() - session_start
@@ -74,6 +78,7 @@ def run(cfg: ZeroConfig, run_dir: Path, events: Events | None = None) -> dict:
             if step % cfg.run.save_every == 0:
                 save(t)
             events.advance(step, cfg.grpo.steps, _progress_info(row))
+            session.release_free_memory()
             if _any_rank(d, stop.requested):  # a signal that reached one rank stops them all, together
                 raise StopRequested(stop.signum or 15, step, save(t))
     return finish(t, events, seconds_before, session_start)
@@ -123,7 +128,8 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
     task = get_task(cfg.task.name, **cfg.task.options)
 
     def make(policy):
-        return make_engine(cfg.rollout.engine, policy, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16)
+        return make_engine(cfg.rollout.engine, policy, tokenizer, max_batch=cfg.rollout.max_batch, bf16=cfg.model.bf16,
+                           **cfg.rollout.options)
 
     engine = lora.MergedEngine(model, make) if lora.is_lora(model) else make(model)
     g = cfg.grpo
@@ -138,8 +144,9 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
     if resume_from is not None:
         state = {"bad_steps": 0, **checkpoint.load(resume_from, optimizer, scheduler, ref_model)}
         ledger = CostLedger.from_dict(state["cost"])
+    scorer = scorer_for(cfg, tokenizer, device=next(model.parameters()).device)  # None without reward_model
     return Trainer(cfg, run_dir, model, tokenizer, task, engine, optimizer, scheduler, ref_model,
-                   stop_token_ids(tokenizer), state, ledger, RunMonitor(), d)
+                   stop_token_ids(tokenizer), state, ledger, RunMonitor(), d, scorer)
 
 
 def _frozen_copy(model):
@@ -178,7 +185,7 @@ def held_out(t: Trainer, n: int):
 def held_out_eval(t: Trainer, problems: int, k: int, seed: int):
     """Held-out pass@1 with the paper's sampling; its cost goes to the ledger's "eval" phase."""
     result = evaluate(t.engine, t.tokenizer, t.task, held_out(t, problems), k, eval_params(t, seed),
-                      template=t.cfg.prompt.template)
+                      template=t.cfg.prompt.template, scorer=t.scorer)
     t.ledger.add("eval", seconds=result.seconds, tokens_generated=result.tokens_generated)
     return result
 

@@ -48,6 +48,7 @@ class Trainer:
     ledger: CostLedger  # tokens, FLOPs and seconds per phase; saved with checkpoints
     monitor: RunMonitor
     dist: Dist = SINGLE  # this process's rank among the run's processes
+    scorer: object | None = None  # the reward_model reward's reward model or judge (aha.rewards.model)
 
 
 @dataclass
@@ -148,7 +149,7 @@ def _generate_and_score(t: Trainer, step: int, round_: int) -> tuple[Rollout, fl
     scored = combine(cfg.rewards, [c.text for c in completions], problems=expanded, task=t.task,
                      truncated=[c.truncated for c in completions], lengths=[len(c.ids) for c in completions],
                      max_new_tokens=cfg.rollout.max_new_tokens,
-                     target_language=[p.meta.get("language", "en") for p in expanded])
+                     target_language=[p.meta.get("language", "en") for p in expanded], scorer=t.scorer)
     reward_seconds = time.time() - clock
     part = grpo_shard.gather_rollout(Rollout(problems, prompt_ids, list(completions), scored), t.dist, lo)
     # The ledger counts the global batch's tokens (what every rank holds now) and this rank's seconds.
@@ -212,7 +213,8 @@ def _metrics_row(t: Trainer, step: int, rollout: Rollout, judged: tuple, rewards
         "step": step,
         "reward": float(rewards.mean()),
         **{f"reward/{k}": v for k, v in scored.component_means().items()},
-        "accuracy": float(np.mean([a or 0.0 for a in accuracy])),
+        # Over the samples accuracy applies to (a mixture's general prompts have none).
+        "accuracy": _mean_present(accuracy),
         "format": float(np.mean(formats)),
         **behaviour_metrics(texts, lengths, [bool(a) for a in accuracy], truncated,
                             t.task.reflection_markers, rewards=scored.total, group_size=g.group_size,
@@ -229,6 +231,11 @@ def _metrics_row(t: Trainer, step: int, rollout: Rollout, judged: tuple, rewards
         row["dynamic/drop_rate"] = 1.0 - len(rollout.problems) / max(rollout.generated_groups, 1)
         row["dynamic/rounds"] = rollout.rounds
     return row
+
+
+def _mean_present(values: list) -> float:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else float("nan")
 
 
 def _accuracy_and_format(t: Trainer, rollout: Rollout) -> tuple[list, list]:

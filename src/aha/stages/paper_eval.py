@@ -95,6 +95,7 @@ def run(target: str, settings: EvalSettings, out_dir: Path | None = None, tokeni
 def summarize(details: list[dict], settings: EvalSettings) -> dict:
     """The paper's numbers from per-problem verdicts (`EvalResult.details`)."""
     k = settings.k
+    details = [d for d in details if d.get("kind") != "general"]  # no right answer to count
     correct = [sum(1 for a in d["accuracy"] if a >= 1.0) for d in details]
     shares = [c / k for c in correct]
     low, high = bootstrap_ci(shares, settings.resamples, seed=settings.seed)
@@ -114,7 +115,7 @@ def _records(result, settings: EvalSettings) -> list[dict]:
                 "prompt_id": f"{settings.task}:{problem.id}", "sample": sample, "question": problem.question,
                 "reference": problem.answer, "completion": completion.text,
                 "answer": parse_response(completion.text, completion.truncated).answer,
-                "correct": accuracy >= 1.0, "accuracy": accuracy, "format": fmt,
+                "correct": accuracy is not None and accuracy >= 1.0, "accuracy": accuracy, "format": fmt,
                 "finish_reason": completion.finish_reason, "length": len(completion.ids),
                 "voted": detail["voted"], "seed": settings.seed,
             })

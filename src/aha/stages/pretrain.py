@@ -149,8 +149,10 @@ def ensure_base_model(pretrain_cfg: PretrainConfig, task_cfg, events=None, rebui
     from aha.events import Events
     from aha.models.loading import embedded_base_dir, is_complete_model_dir, shipped_base_dir
     from aha.tasks import get_task
+    from aha.tasks.mixture import embedded_base_task
 
     events = (events or Events()).for_stage("pretrain")
+    task_cfg = embedded_base_task(task_cfg)  # a mixture has no corpus of its own: its base part's base
     target = embedded_base_dir(pretrain_cfg, task_cfg)
     if not rebuild and is_complete_model_dir(target):
         events.info(f"base model: cached at {target}")

@@ -90,6 +90,7 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
             if step % cfg.run.save_every == 0:
                 trainer.save()
             events.advance(step, total_steps, f"loss {row['loss']:.4f}  lr {row['lr']:.2e}")
+            session.release_free_memory()
             if (d.all_sum([float(stop.requested)])[0] > 0) if d.active else stop.requested:  # all ranks stop together
                 raise StopRequested(stop.signum or 15, step, trainer.save())
     return _finish(trainer, data, events)

@@ -9,5 +9,7 @@ from aha.tasks import math as _math  # noqa: F401  (math500, aime24, amc23, math
 from aha.tasks import countdown as _countdown  # noqa: F401
 from aha.tasks import division as _division  # noqa: F401
 from aha.tasks import division_bilingual as _division_bilingual  # noqa: F401
+from aha.tasks import general as _general  # noqa: F401  (general_bilingual)
+from aha.tasks import mixture as _mixture  # noqa: F401
 
 __all__ = ["TASKS", "Problem", "Task", "get_task", "register_task"]

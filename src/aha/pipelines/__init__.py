@@ -1,0 +1,1 @@
+"""Pipelines: several stages over run directories under one pipeline directory (`aha r1`)."""
