@@ -148,3 +148,31 @@ def test_quick_skips_f5_and_says_why(monkeypatch):
     cell = paper_distill.run_seed(Path("unused"), 0, quick=True)
     f5 = paper_distill.summarize([cell])["F5"]
     assert f5["verdict"] == "not run" and "--quick" in f5["shows"]
+
+
+def test_a_stop_signal_stops_the_whole_run_and_a_failure_does_not(tmp_path, monkeypatch):
+    """SIGTERM inside a stage (StopRequested) ends `aha paper` with the cell unfinished; an
+    experiment that fails is recorded and the next cell runs."""
+    import signal
+    import types
+
+    from aha.train.signals import StopRequested
+
+    def stopped(out_dir, seed, quick=False, events=None):
+        raise StopRequested(signal.SIGTERM, 7, out_dir / "checkpoint-7")
+
+    def broken(out_dir, seed, quick=False, events=None):
+        raise RuntimeError("boom")
+
+    ran = []
+    fakes = {"a": types.SimpleNamespace(run_seed=broken), "b": types.SimpleNamespace(run_seed=stopped),
+             "c": types.SimpleNamespace(run_seed=lambda *a, **k: ran.append("c") or {})}
+    monkeypatch.setattr(paper, "EXPERIMENTS", {n: (f"fake.{n}", (f"F{i}",)) for i, n in enumerate(fakes, 1)})
+    monkeypatch.setattr(paper, "load_experiment", fakes.get)
+    monkeypatch.setenv("AHA_PAPER_SCHEDULE", "tiny")
+    with pytest.raises(StopRequested):
+        paper.run(paper.PaperSettings(seeds=1), tmp_path)
+    state = json.loads((tmp_path / paper.STATE).read_text())
+    assert state["failed"] == {"a/0": "RuntimeError: boom"} and "b/0" not in state["failed"]
+    assert state["cells"] == {} and ran == [] and "b/0" in state["seconds"]
+    assert "boom" in (tmp_path / "runs" / "a" / "seed-0" / "error.txt").read_text()

@@ -25,6 +25,7 @@ from aha import runs
 from aha.events import Events
 from aha.experiments import EXPERIMENTS, runner
 from aha.experiments.verdict import finding_verdict
+from aha.train.signals import StopRequested
 
 STATE = "state.json"
 FINDINGS = {  # shown for findings whose experiment did not run (the modules bring their own text)
@@ -88,6 +89,8 @@ def run_cell(module, key: str, cell_dir: Path, seed: int, quick: bool, state: di
         state["cells"][key] = result
         state["failed"].pop(key, None)
         events.info(f"{key} done in {(time.time() - start) / 60:.1f} min")
+    except StopRequested:  # SIGTERM or Ctrl-C: the stage saved a checkpoint; `aha paper` stops here too
+        raise
     except Exception as err:  # noqa: BLE001 — one experiment's failure must not lose the others
         cell_dir.mkdir(parents=True, exist_ok=True)
         (cell_dir / "error.txt").write_text(traceback.format_exc())
