@@ -410,6 +410,54 @@ def serve(
 
 
 @app.command()
+def paper(
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="seeds 0…N-1 (default 3; 1 with --quick)"),
+    quick: bool = typer.Option(False, "--quick", help="one seed and shorter schedules: a first look, not a result"),
+    out: Path = typer.Option(Path("paper"), "--out", help="report.html, results.json, state and runs; "
+                                                          "run again to continue a stopped one"),
+    fresh: bool = typer.Option(False, "--fresh", help="delete OUT's state and runs first"),
+):
+    """The R1 paper's findings F1–F6 measured over seeds, with 95 % intervals and verdicts, in one report."""
+    import shutil
+
+    from aha.events import Events
+    from aha.stages import paper as paper_stage
+    from aha.terminal import ConsoleView, paper_table
+    from aha.train.signals import StopRequested
+
+    settings = paper_stage.PaperSettings(seeds=seeds if seeds is not None else (1 if quick else 3), quick=quick)
+    again = f"aha paper --seeds {settings.seeds}{' --quick' if quick else ''} --out {out}"
+    try:
+        settings.validate()
+    except ValueError as err:
+        _fail(err)
+    if fresh:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+        (out / paper_stage.STATE).unlink(missing_ok=True)
+    _quiet_transformers()
+    view = ConsoleView(console)
+    try:
+        results = paper_stage.run(settings, out, Events([view]))
+    except StopRequested as stop:
+        view.close()
+        console.print(f"\n{stop}; continue with `{again}`")
+        raise typer.Exit(stop.exit_code)
+    except USER_ERRORS as err:
+        view.close()
+        _fail(err)
+    except KeyboardInterrupt:
+        view.close()
+        console.print(f"\nstopped; `{again}` continues from the last finished cell and checkpoint")
+        raise typer.Exit(130)
+    view.close()
+    console.print(paper_table(results))
+    console.print(f"report: {results['report']}  results: {out / 'results.json'}  "
+                  f"({results['wall_seconds'] / 60:.1f} min of experiments)")
+    if results["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
 def report(
     runs: List[Path] = typer.Argument(..., help="run directories (several are overlaid)"),
     out: Optional[Path] = typer.Option(None, "--out", help="where to write the HTML (default RUN/report.html)"),

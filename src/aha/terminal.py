@@ -159,4 +159,23 @@ def rm_summary(summary: dict, run_dir: Path):
                                                          f"{summary['pairs_dropped']}")
     table.add_row("optimizer steps / wall seconds", f"{summary['steps']} / {summary['wall_seconds']:.0f}")
     table.add_row("model", str(summary["model_dir"]))
+
+
+def paper_table(results: dict):
+    """The table `aha paper` ends with: each finding, the paper's figure, the miniature's headline
+    effect with its interval, and the verdict."""
+    from rich.table import Table
+
+    from aha.experiments.verdict import interval_text
+
+    colours = {"reproduced": "green", "partly reproduced": "yellow", "not reproduced": "red", "opposite": "red"}
+    seeds = len(results["seeds"])
+    table = Table(title=f"R1's findings in miniature: {seeds} seed{'s' * (seeds > 1)}, schedule {results['schedule']}")
+    for column in ("finding", "paper", "miniature (mean [95% CI])", "verdict"):
+        table.add_column(column, overflow="fold")
+    for fid, f in results["findings"].items():
+        headline = next((e for e in f.get("effects", []) if e.get("required", True)), None)
+        measured = f"{headline['name']}: {interval_text(headline)}" if headline else f.get("shows", "")
+        colour = colours.get(f["verdict"], "dim")
+        table.add_row(f"{fid} {f['title']}", f["paper"], measured, f"[{colour}]{f['verdict']}[/{colour}]")
     return table
