@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from importlib import resources
 from pathlib import Path
@@ -107,7 +108,6 @@ def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, res
     fails in about a second), claim the run directory, run the stage with the console view
     listening, and turn its stops into exit codes. Launched as several processes (torchrun,
     accelerate launch), rank 0 claims the directory and alone prints."""
-    import contextlib
     import importlib
 
     d = _process_group()
@@ -116,18 +116,29 @@ def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, res
 
     from aha.events import Events
     from aha.terminal import ConsoleView
-    from aha.train.checkpoint import DivergedError
-    from aha.train.signals import StopRequested
 
     _quiet_transformers()
     stage = importlib.import_module(stage_module).run
     view = ConsoleView(console, progress=cfg.run.progress)
-    try:
+    with stops_as_exit_codes(view, f"aha {command} --resume {run_dir}"):
         with runs_module.removed_if_failed(run_dir) if d is None or d.is_main else contextlib.nullcontext():
             summary = stage(cfg, run_dir, Events([view]))
+    return summary, run_dir
+
+
+@contextlib.contextmanager
+def stops_as_exit_codes(view, again: str):
+    """A stage's ways of stopping as the CLI's exit codes, the console view closed either way: a
+    signal (SIGTERM, Ctrl-C) → 143 / 130 and the command that continues; non-finite training → 3;
+    an error the user can fix → 2; a second Ctrl-C (no checkpoint) → 130."""
+    from aha.train.checkpoint import DivergedError
+    from aha.train.signals import StopRequested
+
+    try:
+        yield
     except StopRequested as stop:
         view.close()
-        console.print(f"\n{stop}; continue with `aha {command} --resume {run_dir}`")
+        console.print(f"\n{stop}; continue with `{again}`")
         raise typer.Exit(stop.exit_code)
     except DivergedError as err:
         view.close()
@@ -135,11 +146,11 @@ def _run_stage(command: str, cls, stage_module: str, args: list[str] | None, res
     except USER_ERRORS as err:
         view.close()
         _fail(err)
-    except KeyboardInterrupt:  # a second Ctrl-C: stop now, no checkpoint
+    except KeyboardInterrupt:
         view.close()
+        console.print(f"\nstopped at once; `{again}` continues from the last checkpoint")
         raise typer.Exit(130)
     view.close()
-    return summary, run_dir
 
 
 RESUME = typer.Option(None, "--resume", help="continue the run in this directory (key=value overrides allowed)")

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from aha import runs as runs_module
-from aha.cli import USER_ERRORS, _fail, _quiet_transformers, _split_args, app, console
+from aha.cli import USER_ERRORS, _fail, _quiet_transformers, _split_args, app, console, stops_as_exit_codes
 
 
 @app.command()
@@ -145,7 +145,6 @@ def paper(
     from aha.events import Events
     from aha.stages import paper as paper_stage
     from aha.terminal import ConsoleView, paper_table
-    from aha.train.signals import StopRequested
 
     settings = paper_stage.PaperSettings(seeds=seeds if seeds is not None else (1 if quick else 3), quick=quick)
     again = f"aha paper --seeds {settings.seeds}{' --quick' if quick else ''} --out {out}"
@@ -158,20 +157,8 @@ def paper(
         (out / paper_stage.STATE).unlink(missing_ok=True)
     _quiet_transformers()
     view = ConsoleView(console)
-    try:
+    with stops_as_exit_codes(view, again):
         results = paper_stage.run(settings, out, Events([view]))
-    except StopRequested as stop:
-        view.close()
-        console.print(f"\n{stop}; continue with `{again}`")
-        raise typer.Exit(stop.exit_code)
-    except USER_ERRORS as err:
-        view.close()
-        _fail(err)
-    except KeyboardInterrupt:
-        view.close()
-        console.print(f"\nstopped; `{again}` continues from the last finished cell and checkpoint")
-        raise typer.Exit(130)
-    view.close()
     console.print(paper_table(results))
     console.print(f"report: {results['report']}  results: {out / 'results.json'}  "
                   f"({results['wall_seconds'] / 60:.1f} min of experiments)")

@@ -19,16 +19,20 @@ def bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
 
 
+def _check_settings(confidence: float, resamples: int) -> None:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+
+
 def bootstrap_ci(values: Sequence[float], resamples: int = 2000, confidence: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
     """(low, high) percentile-bootstrap interval of the mean of `values` (one score per problem)."""
     scores = np.asarray(values, dtype=np.float64)
     if scores.ndim != 1 or scores.size == 0:
         raise ValueError(f"need a non-empty 1-D list of per-problem scores, got shape {scores.shape}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    _check_settings(confidence, resamples)
     means = scores[bootstrap_indices(scores.size, resamples, seed)].mean(axis=1)
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
@@ -46,10 +50,7 @@ def crossed_bootstrap_ci(matrix, resamples: int = 2000, confidence: float = 0.95
     scores = np.asarray(matrix, dtype=np.float64)
     if scores.ndim != 2 or scores.size == 0:
         raise ValueError(f"need a non-empty (runs, problems) matrix of scores, got shape {scores.shape}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    _check_settings(confidence, resamples)
     problems = bootstrap_indices(scores.shape[1], resamples, seed)  # (resamples, problems)
     run_draws = bootstrap_indices(scores.shape[0], resamples, seed + 1)  # (resamples, runs)
     # Each run's mean over resample b's problems, then the mean over resample b's runs.
