@@ -11,15 +11,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from aha.observe.cost import format_flops
+from aha.observe.report import CSS
 
 _ARMS = (("rl", "RL (GRPO) student", "C0", "o"), ("distill", "distilled student", "C1", "s"))
 _SEED_STYLES = ("-", "--", ":", "-.")
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.9em;margin:.5em 0} td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left} figure{margin:0} figure img{max-width:100%}
+_CSS = CSS + """
 .why{color:#666;font-size:.9em} .verdict{font-size:1.1em;font-weight:bold}
 """
 

@@ -13,13 +13,10 @@ from typing import Mapping
 from aha.experiments.verdict import interval_text, verdict_line
 from aha.observe.cost import format_flops
 from aha.observe.paper_plots import SPECIFIC, draw_finding
+from aha.observe.report import CSS
 
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;font-size:.9em;margin:.6em 0} td,th{border:1px solid #ddd;padding:4px 8px;vertical-align:top}
+_CSS = CSS + """
 th{background:#f4f4f4;text-align:left} td.num{text-align:right;white-space:nowrap}
-figure{margin:.8em 0;border:1px solid #eee;padding:4px} figure img{width:100%;height:auto;display:block}
 .v{font-weight:bold;white-space:nowrap} .reproduced{color:#1a7f37} .partly{color:#9a6700}
 .not{color:#b42318} .undecided,.notrun{color:#666} .note{color:#666;font-size:.9em}
 .banner{background:#fff4d6;border:1px solid #e8c66a;padding:.6em 1em} ul.lines li{margin:.25em 0}

@@ -147,7 +147,8 @@ def _mtime(path: Path) -> float:
 # ---------------------------------------------------------------- HTML
 
 
-_CSS = """
+# The reports' shared style sheet (the run report, aha r1's, aha paper's, the experiments').
+CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:12px}
@@ -165,7 +166,7 @@ mark{background:#ffe08a} .why{color:#666;font-size:.85em} .warn{color:#a40}
 
 def _page(runs: Sequence[Run], ahas: Sequence[AhaResult], images, refresh: int | None) -> str:
     title = "aha report — " + ", ".join(r.name for r in runs)
-    head = [f'<meta charset="utf-8"><title>{_e(title)}</title><style>{_CSS}</style>']
+    head = [f'<meta charset="utf-8"><title>{_e(title)}</title><style>{CSS}</style>']
     if refresh:
         head.append(f'<meta http-equiv="refresh" content="{int(refresh)}">')
     body = [f"<h1>{_e(title)}</h1>", _summary_table(runs, ahas), "<h2>Curves</h2>", '<div class="grid">']

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from aha import runs
 from aha.observe.cost import format_flops
 from aha.observe.plots import PANELS, RunSeries, draw_panel
-from aha.observe.report import _CSS
+from aha.observe.report import CSS
 
 # (key in compare.json, column title, format)
 COLUMNS = (
@@ -61,7 +61,7 @@ def _page(name: str, comparison: dict, images, mix: dict) -> str:
     if mix:
         body.append("<h2>Rejection-sampling SFT mix</h2><pre>" + html.escape(json.dumps(mix, indent=2)) + "</pre>")
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>aha r1 — {html.escape(name)}'
-            f"</title><style>{_CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
+            f"</title><style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")
 
 
 def stage_table(comparison: dict) -> str:
