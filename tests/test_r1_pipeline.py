@@ -77,6 +77,12 @@ def test_the_pipeline_runs_its_stages_and_skips_what_is_done(tmp_path):
     assert mix["reasoning"] == kept and mix["rows"] == kept + mix["non_reasoning"] and mix["non_reasoning"] > 0
     assert sum(mix["non_reasoning_quality"].values()) == mix["non_reasoning"]
     assert (pipeline / "report.html").stat().st_size > 10_000
+    from aha.observe.browser import find_chromium, render_page
+
+    if find_chromium():  # the report renders offline, every figure drawn
+        page = render_page(pipeline / "report.html", tmp_path / "r1.png")
+        assert not page.errors and not page.external_requests and len(page.images) >= 6
+        assert all(image["complete"] and image["naturalWidth"] > 0 for image in page.images)
     # The rejection SFT starts from the base, not from the RL checkpoint (R1 retrains V3-Base).
     sft_config = (pipeline / "rejection-sft" / "config.yaml").read_text()
     assert "embedded" in sft_config or "division_bilingual" in sft_config
