@@ -1,6 +1,7 @@
 """Run by test_multiproc.py / test_fsdp.py, as one process or under torchrun: a GRPO run through the
 stage API, recording what each rank's update saw (its share of the advantages and completions) and
-returned, and what each rank held of every parameter (sharded: its local shard)."""
+returned, and what each rank held of every parameter (sharded: its local shard; DeepSpeed ZeRO-3:
+the module's placeholder) and of AdamW's state (DeepSpeed: its partition)."""
 
 import json
 import sys
@@ -40,7 +41,9 @@ cfg = load_config(ZeroConfig, None, [f"model.path={model_dir}", f"run.out_dir={o
 grpo.run(cfg, out / "run")
 t = trainers[-1]
 (out / f"rank{d.rank}.json").write_text(json.dumps(records))
+torch_optimizer = getattr(t.optimizer, "base", t.optimizer)  # DeepSpeed: the AdamW over its partitions
 (out / f"held{d.rank}.json").write_text(json.dumps({
     "policy": held(t.model), "reference": held(t.ref_model) if t.ref_model is not None else None,
     "optimizer": sum(v.to_local().numel() if hasattr(v, "to_local") else v.numel()
-                     for s in t.optimizer.state.values() for v in s.values() if v.dim() > 0)}))
+                     for s in torch_optimizer.state.values() for v in s.values() if v.dim() > 0),
+    "deepspeed_stage": getattr(t.optimizer, "stage", None)}))

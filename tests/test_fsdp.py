@@ -128,12 +128,30 @@ def test_sharded_sft_through_accelerates_variable_equals_one_process(tmp_path, t
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5) and b["tokens_trained"] == a["tokens_trained"]
 
 
-def test_deepspeed_launch_is_refused(monkeypatch):
-    from aha.train import dist
+def test_fsdp_and_deepspeed_together_are_refused(monkeypatch):
+    from aha.train import dist, sharding
 
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(dist.ShardingNotImplemented, match="DeepSpeed ZeRO is not implemented"):
+    monkeypatch.setenv("AHA_SHARDING", "fsdp")
+    with pytest.raises(sharding.ShardingUnsupported, match="both FSDP .* and DeepSpeed"):
         dist.init()
+
+
+def test_a_deepspeed_launch_without_deepspeed_names_the_extra(monkeypatch):
+    import builtins
+
+    from aha.train import zero_ds
+
+    real_import = builtins.__import__
+
+    def no_deepspeed(name, *args, **kwargs):  # CI's environment, whether or not this one has it
+        if name == "deepspeed":
+            raise ImportError("No module named 'deepspeed'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_deepspeed)
+    with pytest.raises(zero_ds.ZeroUnsupported, match=r"pip install 'aha-rl\[deepspeed\]'"):
+        zero_ds._import()
 
 
 def test_what_sharding_does_not_cover_is_refused_by_setting(tiny_model_dir):

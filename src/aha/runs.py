@@ -126,9 +126,11 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: dict, keep: int = 2,
+                    move_in: dict[str, Path] | None = None) -> Path:
     """Write into a temporary folder and rename: a crash mid-save never leaves a half checkpoint
-    that resume would pick up. Keeps the newest `keep` checkpoints."""
+    that resume would pick up. Keeps the newest `keep` checkpoints. `move_in` ({name: folder}):
+    folders written beforehand (DeepSpeed's state) that become part of the checkpoint."""
     final = run_dir / f"checkpoint-{step}"
     tmp = run_dir / f".tmp-checkpoint-{step}"
     import torch
@@ -137,6 +139,8 @@ def save_checkpoint(run_dir: Path, step: int, model, tokenizer, trainer_state: d
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     torch.save(trainer_state, tmp / "trainer_state.pt")
+    for name, folder in (move_in or {}).items():
+        os.replace(folder, tmp / name)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     for old in list_checkpoints(run_dir)[:-keep]:

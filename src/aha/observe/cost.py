@@ -130,7 +130,7 @@ def count_params(model, exclude_embeddings: bool = True) -> int:
         if id(p) in seen or id(p) in embedding_ids:
             continue
         seen.add(id(p))
-        total += p.numel()
+        total += getattr(p, "ds_numel", p.numel())  # a DeepSpeed ZeRO-3 partition: its full size
     return total
 
 

@@ -9,7 +9,8 @@ and metrics go out as events. SIGTERM or Ctrl-C finish the step, save, and raise
 Under `torchrun`/`accelerate launch` every rank runs this same loop (`aha.train.dist`); only rank 0
 emits events and writes the run directory (config, logs, samples, checkpoints, summary), and every
 rank resumes from its checkpoints. Sharded (FSDP2, `aha.train.sharding`), the policy and reference
-hold 1/N of their weights per rank; rollouts run on the gathered weights.
+hold 1/N of their weights per rank; rollouts run on the gathered weights. Under DeepSpeed ZeRO
+(`aha.train.zero_ds`) its engine holds the policy and AdamW; the reference is replicated.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from aha.stages.evaluate import evaluate
 from aha.stages.grpo_step import Trainer, run_step
 from aha.stages.pretrain import base_model_dir
 from aha.tasks import get_task
-from aha.train import checkpoint, dist, guard, optim, session, sharding, unpadded
+from aha.train import checkpoint, dist, guard, optim, session, sharding, unpadded, zero_ds
 from aha.train.forward import prefer_fast_attention
 from aha.train.signals import StopRequested, graceful_stop
 
@@ -141,13 +142,18 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
         for m in (model, ref_model):
             if m is not None:
                 sharding.shard(m)
+    if d.zero:
+        zero_ds.check_supported(model, cfg.model, cfg.rollout.engine)
     engine = lora.MergedEngine(model, make) if lora.is_lora(model) else make(model)
     if d.sharded:
         engine = sharding.GatheredEngine(model, engine)
     optimizer = optim.adamw(model, g.lr, g.weight_decay)
-    scheduler = optim.schedule(optimizer, g.warmup_steps)
+    scheduler = optim.schedule(optimizer, g.warmup_steps)  # on the torch AdamW, which DeepSpeed steps
     state = {"step": 0, "base_accuracy": None, "seconds": 0.0, "bad_steps": 0}
     ledger = CostLedger(n_params=count_params(model))
+    if d.zero:
+        optimizer = zero_ds.initialize(model, optimizer, g.max_grad_norm, d.world)
+        engine = sharding.GatheredEngine(model, engine, zero_ds.gathered)
     if resume_from is not None:
         state = {"bad_steps": 0, **checkpoint.load(resume_from, optimizer, scheduler, ref_model, model)}
         ledger = CostLedger.from_dict(state["cost"])
@@ -203,7 +209,7 @@ def save(t: Trainer) -> Path:
     checkpoint it might have to resume from."""
     t.state["cost"] = t.ledger.to_dict()
     path = None
-    if t.dist.is_main or t.dist.sharded:
+    if t.dist.is_main or t.dist.collective:
         path = checkpoint.save(t.run_dir, t.state["step"], t.model, t.tokenizer, t.optimizer, t.scheduler,
                                t.state, t.ref_model)
     return t.dist.broadcast(path)

@@ -25,6 +25,7 @@ from aha.rewards import combine, get_reward
 from aha.rollout import SamplingParams
 from aha.stages import grpo_shard
 from aha.template import render_prompt
+from aha.train import zero_ds
 from aha.train.dist import SINGLE, Dist
 from aha.train.layout import RolloutBatch
 from aha.train.update import policy_update
@@ -85,7 +86,8 @@ def run_step(t: Trainer, step: int) -> tuple[dict, list[dict]]:
     t.scheduler.step()
     t.engine.load_weights(t.model.state_dict())  # on-policy sync (the torch engine shares the module: no-op)
     if t.ref_model is not None and g.ref_reset_every and step % g.ref_reset_every == 0:
-        t.ref_model.load_state_dict(t.model.state_dict())
+        with zero_ds.gathered(t.model):  # ZeRO-3: the policy's full weights (collective)
+            t.ref_model.load_state_dict(t.model.state_dict())
     update_seconds = time.time() - clock
     # FLOPs follow the tokens the update really ran: prompts once per group, through every forward
     # and backward (6·N each), and through the reference's forward (2·N) when there is one.
@@ -141,7 +143,7 @@ def _generate_and_score(t: Trainer, step: int, round_: int) -> tuple[Rollout, fl
                             top_p=cfg.rollout.top_p, stop_token_ids=t.stops, seed=sampling_seed,
                             row_offset=lo * g.group_size if row_noise else None)
     # Sharded, generate is collective (the weights are gathered): every rank calls it, prompts or not.
-    completions = t.engine.generate(prompt_ids, params, n=g.group_size) if problems or t.dist.sharded else []
+    completions = t.engine.generate(prompt_ids, params, n=g.group_size) if problems or t.dist.collective else []
     rollout_seconds = time.time() - clock
 
     clock = time.time()

@@ -8,8 +8,9 @@ optimizer step over token-budgeted micro-batches in the unpadded layout (packing
 cross-document attention: every linear layer runs on real tokens only) → held-out loss → the final
 HF model directory in `run_dir/model`, which `transformers` loads and `aha zero model=…` continues.
 Under `torchrun`/`accelerate launch` each rank trains on its share of every batch's rows (loss over
-the global token count, gradients summed: `aha.train.dist`; the model replicated, or sharded with
-FSDP2: `aha.train.sharding`); rank 0 alone writes the run directory.
+the global token count, gradients summed: `aha.train.dist`; the model replicated, sharded with
+FSDP2: `aha.train.sharding`, or held by DeepSpeed's ZeRO engine: `aha.train.zero_ds`); rank 0 alone
+writes the run directory.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from aha.models import lora
 from aha.models.loading import load_model_dir
 from aha.observe.cost import CostLedger, count_params
 from aha.stages.pretrain import base_model_dir
-from aha.train import checkpoint, dist, guard, optim, session, sharding, unpadded
+from aha.train import checkpoint, dist, guard, optim, session, sharding, unpadded, zero_ds
 from aha.train.forward import autocast, prefer_fast_attention
 from aha.train.layout import RolloutBatch, micro_batches
 from aha.train.sft_data import Example, load_dataset
@@ -56,8 +57,12 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     if d.sharded:  # before the optimizer: sharding replaces the parameters with their shards
         sharding.check_supported(model, cfg.model, "torch")
         sharding.shard(model)
+    if d.zero:
+        zero_ds.check_supported(model, cfg.model, "torch")
     optimizer = optim.adamw(model, s.lr, s.weight_decay)
     scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
+    if d.zero:  # DeepSpeed's engine over the policy and AdamW; the schedule stays on the torch AdamW
+        optimizer = zero_ds.initialize(model, optimizer, s.max_grad_norm, d.world)
     state = {"step": 0, "seconds": 0.0, "bad_steps": 0, "held_out_loss_start": None}
     ledger = CostLedger(n_params=count_params(model))
     if latest is not None:
@@ -175,7 +180,7 @@ class _Trainer:
         rank gathers them to rank 0); the others wait."""
         self.state["cost"] = self.ledger.to_dict()
         path = None
-        if self.dist.is_main or self.dist.sharded:
+        if self.dist.is_main or self.dist.collective:
             path = checkpoint.save(self.run_dir, self.state["step"], self.model, self.tokenizer, self.optimizer,
                                    self.scheduler, self.state)
         return self.dist.broadcast(path)
@@ -189,9 +194,10 @@ def _finish(t: _Trainer, data, events: Events) -> dict:
     model_dir = t.run_dir / "model"
     # Sharded: the full weights gathered to rank 0 (every rank takes part); merged with a LoRA policy (+ adapter/).
     saving = checkpoint.FullWeights(t.model, sharding.full_state_dict(t.model)) if t.dist.sharded else lora.for_saving(t.model)
-    if t.dist.is_main:
-        saving.save_pretrained(model_dir)
-        t.tokenizer.save_pretrained(model_dir)
+    with zero_ds.gathered(t.model):  # ZeRO-3: the full weights on every rank (collective)
+        if t.dist.is_main:
+            saving.save_pretrained(model_dir)
+            t.tokenizer.save_pretrained(model_dir)
     phases = t.ledger.phases
     summary = {
         "stage": "sft", "held_out_loss_start": t.state["held_out_loss_start"], "held_out_loss_end": end_loss,

@@ -5,16 +5,21 @@ written: a diverged run keeps its last good checkpoint.
 A sharded model (`aha.train.sharding`) is saved by every rank together: the full weights and the
 full optimizer state are gathered to rank 0, which writes the same files as an unsharded run (the
 optimizer state keyed by parameter name instead of position), so transformers loads the model and
-a run resumes sharded or not."""
+a run resumes sharded or not.
+
+A DeepSpeed run (`aha.train.zero_ds`) is saved by every rank too: DeepSpeed's partitioned state
+(`engine.save_checkpoint`) goes into the checkpoint's `deepspeed/` folder, and rank 0 writes the
+same HF files from the policy's weights (gathered first under ZeRO-3)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
 from aha import runs
-from aha.train import sharding
+from aha.train import sharding, zero_ds
 
 
 class DivergedError(RuntimeError):
@@ -28,6 +33,8 @@ def all_finite(model) -> bool:
 def save(run_dir: Path, step: int, model, tokenizer, optimizer, scheduler, state: dict, ref_model=None) -> Path | None:
     """Called by rank 0 alone for a plain model, by every rank for a sharded one (the gathering is
     collective; only rank 0 writes, and only it gets the path back)."""
+    if zero_ds.engine_of(model) is not None:
+        return _save_zero(run_dir, step, model, tokenizer, scheduler, state, ref_model)
     if not all_finite(model):
         raise DivergedError(f"step {step}: the weights are not finite; not saving them over "
                             f"{runs.latest_checkpoint(run_dir) or 'nothing'}")
@@ -57,6 +64,31 @@ def _save_sharded(run_dir, step, model, tokenizer, optimizer, scheduler, state, 
     return path
 
 
+def _save_zero(run_dir, step, model, tokenizer, scheduler, state, ref_model) -> Path | None:
+    from aha.train import dist
+
+    d = dist.current()
+    staged = run_dir / f".tmp-{zero_ds.FOLDER}-{step}"
+    with zero_ds.gathered(model):  # ZeRO-3: the full weights on every rank for the block
+        # Every rank holds the same (full) weights here: all reach the same verdict, none waits alone.
+        if not sharding.all_finite(model):
+            raise DivergedError(f"step {step}: the weights are not finite; not saving them over "
+                                f"{runs.latest_checkpoint(run_dir) or 'nothing'}")
+        if d.is_main:
+            shutil.rmtree(staged, ignore_errors=True)
+        d.barrier()
+        zero_ds.save_state(model, staged)  # each rank its partition of the optimizer state
+        d.barrier()
+        if not d.is_main:
+            return None
+        trainer_state = {"optimizer": {zero_ds.FOLDER: zero_ds.TAG}, "scheduler": scheduler.state_dict(), "state": state}
+        path = runs.save_checkpoint(run_dir, step, model, tokenizer, trainer_state, move_in={zero_ds.FOLDER: staged})
+    if ref_model is not None:
+        (path / "reference").mkdir(exist_ok=True)
+        torch.save(ref_model.state_dict(), path / "reference" / "weights.pt")
+    return path
+
+
 class FullWeights:
     """A sharded model's `save_pretrained` with its gathered weights (its own state_dict is shards)."""
 
@@ -76,7 +108,13 @@ def load(checkpoint: Path, optimizer, scheduler, ref_model=None, model=None) -> 
     `model` (the optimizer's) is needed when it is sharded or the optimizer state was saved by a
     sharded run (keyed by parameter name)."""
     saved = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-    if model is not None and (sharding.is_sharded(model) or _keyed_by_name(saved["optimizer"])):
+    if zero_ds.is_zero(optimizer):
+        zero_ds.load_state(model, checkpoint)
+    elif zero_ds.FOLDER in saved["optimizer"]:
+        raise zero_ds.ZeroUnsupported(f"{checkpoint} was written by a DeepSpeed run: its optimizer state is "
+                                      f"DeepSpeed's ({zero_ds.FOLDER}/); resume it under the same DeepSpeed launch, "
+                                      "or start a new run from its weights (model.path=)")
+    elif model is not None and (sharding.is_sharded(model) or _keyed_by_name(saved["optimizer"])):
         sharding.load_optimizer_state(model, optimizer, saved["optimizer"])
     else:
         optimizer.load_state_dict(saved["optimizer"])

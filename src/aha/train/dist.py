@@ -13,7 +13,12 @@ Launched by `torchrun --nproc_per_node N -m aha …` or `accelerate launch --num
   sharding`): FSDP2 splits parameters, gradients and optimizer state between the ranks; the same
   shares of the batch, but FSDP reduce-scatters the gradients and `all_reduce_grads` is skipped.
 
-DeepSpeed is refused with a clear error (not installable here; no ZeRO path in aha's trainers).
+- ZeRO (`zero`: accelerate's DeepSpeed config, or AHA_SHARDING=deepspeed under torchrun;
+  `aha.train.zero_ds`): DeepSpeed's engine partitions optimizer state, gradients (stage 2) and
+  parameters (stage 3); the same shares of the batch, and DeepSpeed reduces the gradients.
+
+`collective`: either of the last two, where every forward/backward, rollout and checkpoint is a
+collective that all ranks enter together.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
-from aha.train import sharding
+from aha.train import sharding, zero_ds
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     sharded: bool = False  # FSDP2 (`aha.train.sharding`): each rank holds 1/world of the model
+    zero: bool = False  # DeepSpeed ZeRO (`aha.train.zero_ds`): the engine partitions and reduces
 
     @property
     def is_main(self) -> bool:
@@ -41,6 +47,11 @@ class Dist:
     @property
     def active(self) -> bool:
         return self.world > 1
+
+    @property
+    def collective(self) -> bool:
+        """FSDP or ZeRO: the model's passes, rollouts and saves are entered by all ranks together."""
+        return self.sharded or self.zero
 
     def share(self, n: int) -> tuple[int, int]:
         """This rank's contiguous slice [lo, hi) of n items: sizes differ by at most one, lower ranks
@@ -78,7 +89,7 @@ class Dist:
         token/sequence counts, so the sum is the gradient of the global batch's loss. Parameters
         without a gradient on this rank (no rows this step) contribute zeros. Flattened into one
         buffer per dtype: one collective instead of one per tensor."""
-        if not self.active or self.sharded:  # FSDP has reduce-scattered them in the backward
+        if not self.active or self.collective:  # FSDP / DeepSpeed have reduced them themselves
             return
         params = [p for p in model.parameters() if p.requires_grad]
         for p in params:
@@ -135,7 +146,7 @@ def init() -> Dist:
     when no launcher set WORLD_SIZE > 1. Gloo by default: aha's trainers keep the model where
     `from_pretrained` put it (the CPU), and NCCL reduces GPU tensors only; AHA_DIST_BACKEND=nccl
     is for a build that places the model on the rank's GPU (unverified here: no GPU)."""
-    _refuse_sharding_launchers()
+    _refuse_two_sharders()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
@@ -150,21 +161,15 @@ def init() -> Dist:
 def _view() -> Dist:
     world = torch_dist.get_world_size()
     # Sharding one process would only add hooks: a single rank keeps the plain model.
-    return Dist(torch_dist.get_rank(), world, sharded=world > 1 and sharding.requested())
+    return Dist(torch_dist.get_rank(), world, sharded=world > 1 and sharding.requested(),
+                zero=world > 1 and zero_ds.requested())
 
 
-class ShardingNotImplemented(ValueError):
-    """A DeepSpeed launch: aha would silently replicate the model instead of sharding it."""
-
-
-def _refuse_sharding_launchers() -> None:
-    # `accelerate launch` with a DeepSpeed config sets this; aha's trainers would run plain
-    # replicated data parallelism under it, which is not what that config promises (memory).
-    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
-        raise ShardingNotImplemented(
-            "launched with an accelerate DeepSpeed config, but aha's trainers shard with FSDP2 only (DeepSpeed "
-            "ZeRO is not implemented); launch with the fsdp config for sharding, or ddp/ddp-cpu for replicated "
-            "data parallelism (src/aha/recipes/accelerate/); `aha plan` says whether the model fits replicated")
+def _refuse_two_sharders() -> None:
+    if sharding.requested() and zero_ds.requested():
+        raise sharding.ShardingUnsupported(
+            "both FSDP (ACCELERATE_USE_FSDP / AHA_SHARDING=fsdp) and DeepSpeed (ACCELERATE_USE_DEEPSPEED / "
+            "AHA_SHARDING=deepspeed) were asked for; launch with one accelerate config")
 
 
 def current() -> Dist:

@@ -39,21 +39,22 @@ def requested() -> bool:
             or os.environ.get("AHA_SHARDING", "").lower() == "fsdp")
 
 
-def check_supported(model, cfg_model, engine: str) -> None:
-    """Before sharding: what the sharded path covers, with the setting to change named."""
+def check_supported(model, cfg_model, engine: str, kind: str = "FSDP sharding") -> None:
+    """Before sharding: what the sharded path covers, with the setting to change named. `kind`
+    names the path in the messages (DeepSpeed ZeRO covers the same, `aha.train.zero_ds`)."""
     from aha.models import lora
     from aha.train import unpadded
 
     if lora.is_lora(model) or getattr(cfg_model.lora, "r", 0):
-        raise ShardingUnsupported("model.lora.r: LoRA with FSDP sharding is not implemented; train LoRA "
+        raise ShardingUnsupported(f"model.lora.r: LoRA with {kind} is not implemented; train LoRA "
                                   "replicated (the ddp/ddp-cpu accelerate configs, no AHA_SHARDING)")
     if not unpadded.supports(model):
         raise ShardingUnsupported(
-            f"FSDP sharding runs aha's unpadded update forward only ({'/'.join(unpadded.SUPPORTED_TYPES)} "
+            f"{kind} runs aha's unpadded update forward only ({'/'.join(unpadded.SUPPORTED_TYPES)} "
             f"decoders with sdpa or eager attention, no sliding window); got model_type "
             f"{getattr(model.config, 'model_type', None)!r}")
     if engine != "torch":
-        raise ShardingUnsupported(f"rollout.engine={engine!r} with FSDP sharding is not implemented "
+        raise ShardingUnsupported(f"rollout.engine={engine!r} with {kind} is not implemented "
                                   "(the engine would need the gathered weights after every update); use rollout.engine=torch")
 
 
@@ -127,13 +128,14 @@ def gathered(model):
 
 
 class GatheredEngine:
-    """A rollout engine over a sharded policy: each generate call runs on the gathered weights."""
+    """A rollout engine over a sharded policy: each generate call runs on the gathered weights
+    (`gather`: this module's `gathered`, or `aha.train.zero_ds.gathered` under DeepSpeed)."""
 
-    def __init__(self, model, inner):
-        self.model, self.inner = model, inner
+    def __init__(self, model, inner, gather=None):
+        self.model, self.inner, self.gather = model, inner, gather or gathered
 
     def generate(self, prompts, params, n: int = 1):
-        with gathered(self.model):
+        with self.gather(self.model):
             return self.inner.generate(prompts, params, n=n)
 
     def load_weights(self, state_dict) -> None:

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from aha.algo.objectives import OBJECTIVES
-from aha.train import sharding, unpadded
+from aha.train import sharding, unpadded, zero_ds
 from aha.train.dist import SINGLE, Dist
 from aha.train.forward import autocast, can_share_prompts, prefer_fast_attention  # noqa: F401 (re-exported)
 from aha.train.layout import MicroBatch, RolloutBatch, micro_batches
@@ -35,6 +35,8 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
     if log_gap:
         stats["rollout_logprob_gap"] = 0.0
     fillers = _fillers(micro, dist, device)  # agreed before any pass: the count is a collective itself
+    # DeepSpeed's backward (its gradient hooks and reductions), or autograd's.
+    backward = optimizer.backward if zero_ds.is_zero(optimizer) else torch.Tensor.backward
     optimizer.zero_grad(set_to_none=True)
     for m, mb in enumerate(micro):
         with autocast(device, bf16):
@@ -43,7 +45,7 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
             stats["rollout_logprob_gap"] += float(((logp.detach() - mb.old).abs() * mb.mask).sum()) / n_tokens
         loss, extra = loss_of(m, mb, logp)
         clock.lap("forward")
-        loss.backward()
+        backward(loss)
         with torch.no_grad():
             stats["loss"] += loss.item()
             if entropy:
@@ -54,11 +56,15 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
     for mb in fillers:  # sharded: as many backwards as the busiest rank, adding nothing
         with autocast(device, bf16):
             logp, _ = mb.logprobs(model, temperature)
-        (logp.sum() * 0.0).backward()
+        backward(logp.sum() * 0.0)
         clock.lap("backward")
     if dist.active:
-        dist.all_reduce_grads(model)  # a no-op when sharded: FSDP reduce-scattered them
+        dist.all_reduce_grads(model)  # a no-op when sharded: FSDP / DeepSpeed reduced them
         stats = _summed_over_ranks(stats, dist)
+    if zero_ds.is_zero(optimizer):
+        _zero_step(optimizer, stats)
+        clock.lap("backward")
+        return stats
     # Over DTensor gradient shards (sharded) the norm is the global one, computed collectively.
     grad_norm = sharding.full_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
     stats["grad_norm"] = grad_norm
@@ -73,12 +79,21 @@ def optimizer_step(model, optimizer, micro: list[MicroBatch], loss_of: Callable,
     return stats
 
 
+def _zero_step(optimizer, stats: dict) -> None:
+    """DeepSpeed clips to the trainer's max_grad_norm (its config's gradient_clipping) and skips
+    the step itself when the global gradient norm is not finite; `skipped` reports what it did. A
+    non-finite loss whose gradients stay finite (not seen in practice: a NaN/inf log-prob carries
+    into its gradient) would still be stepped here; the guard sees the loss in the row."""
+    stats["grad_norm"], applied = optimizer.step()
+    stats["skipped"] = 0.0 if applied else 1.0
+
+
 def _fillers(micro: list[MicroBatch], dist: Dist, device) -> list[MicroBatch]:
     """With a sharded model every forward and backward is a chain of collectives (each layer's
     all-gather, each gradient's reduce-scatter), matched call for call between ranks: a rank with
     fewer micro-batches than the busiest one runs extra passes — its last micro-batch again, or a
     one-token stand-in when it has none — whose loss is multiplied by 0 (no gradient, no stats)."""
-    if not dist.sharded:
+    if not dist.collective:
         return []
     most = max(dist.gather(len(micro)))
     if most == len(micro):
