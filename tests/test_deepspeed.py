@@ -93,13 +93,14 @@ def test_zero_checkpoint_loads_in_transformers(grpo_runs, stage):
     assert not list((grpo_runs[f"zero{stage}"] / "run").glob(".tmp-*"))  # staged, then moved in
 
 
-def test_resume_from_a_zero2_checkpoint(grpo_runs, tmp_path):
-    """The ZeRO-2 run's step-2 checkpoint resumed to step 3 under ZeRO-2 (DeepSpeed's optimizer
-    state loaded back): the weights of the uninterrupted one-process run."""
+@pytest.mark.parametrize("stage", [2, 3])
+def test_resume_from_a_zero_checkpoint(grpo_runs, tmp_path, stage):
+    """The ZeRO run's step-2 checkpoint resumed to step 3 under the same stage (DeepSpeed's
+    optimizer state loaded back): the weights of the uninterrupted one-process run."""
     run = tmp_path / "run"
-    shutil.copytree(grpo_runs["zero2"] / "run", run)
+    shutil.copytree(grpo_runs[f"zero{stage}"] / "run", run)
     shutil.rmtree(run / "checkpoint-3")
-    _launch(2, [str(WORKER), str(tmp_path), *grpo_runs["args"]], _zero(2))
+    _launch(2, [str(WORKER), str(tmp_path), *grpo_runs["args"]], _zero(stage))
     assert [r["step"] for r in runs.read_jsonl(run / "metrics.jsonl")] == [1, 2, 3]
     _assert_same_weights(_weights(run, 3), _weights(grpo_runs["one"] / "run", 3))
 
@@ -112,17 +113,18 @@ def test_a_plain_resume_of_a_deepspeed_checkpoint_is_refused(grpo_runs, tmp_path
         _launch(1, [str(WORKER), str(tmp_path), *grpo_runs["args"]])
 
 
-def test_zero2_sft_through_accelerates_variables_equals_one_process(tmp_path, tiny_model_dir):
-    """`aha sft` under accelerate's DeepSpeed variables, gradient checkpointing on: the model equals
-    one process's. 36 training rows in batches of 35: the second batch's one row leaves rank 1
-    without any, so it runs the one-token zero-loss stand-in."""
+@pytest.mark.parametrize("stage", [2, 3])
+def test_zero_sft_through_accelerates_variables_equals_one_process(tmp_path, tiny_model_dir, stage):
+    """`aha sft` under accelerate's DeepSpeed variables (stage 2 with gradient checkpointing on,
+    which stage 3 refuses): the model equals one process's. 36 training rows in batches of 35: the
+    second batch's one row leaves rank 1 without any, so it runs the one-token zero-loss stand-in."""
     from test_sft import traces
 
     data = traces(tmp_path / "traces.jsonl", 40)
     args = ["-m", "aha", "sft", str(data), f"model.path={tiny_model_dir}", "sft.epochs=1", "sft.lr=3e-3",
             "sft.batch_rows=35", "data.held_out=0.1", "run.threads=1", "run.progress=false", "run.name=sft"]
     _launch(1, [*args, f"run.out_dir={tmp_path / '1'}"])
-    _launch(2, [*args, f"run.out_dir={tmp_path / '2'}", "model.gradient_checkpointing=true"], _zero(2))
+    _launch(2, [*args, f"run.out_dir={tmp_path / '2'}", f"model.gradient_checkpointing={stage == 2}"], _zero(stage))
     one, two = (load_file(str(tmp_path / p / "sft" / "model" / "model.safetensors")) for p in ("1", "2"))
     _assert_same_weights(two, one, rtol=1e-4, atol=1e-5)  # test_fsdp's tolerance, for the same reason
     rows = [runs.read_jsonl(tmp_path / p / "sft" / "metrics.jsonl") for p in ("1", "2")]

@@ -9,7 +9,7 @@ Assumptions, stated once (each is a knob or a row in the table):
   ZeRO stage 0 is aha's replicated data parallelism; stage 3 is close to aha's FSDP2 sharding
   (`aha.train.sharding`: weights, gradients and optimizer state sharded — but aha keeps fp32
   weights, and its rollouts gather the full weights on every device, which this table does not
-  add); stages 1-2 show what partial sharding would give (not implemented in aha).
+  add); stages 1-2 are DeepSpeed's (`aha.train.zero_ds`, deepspeed-zero2.yaml).
 - Activations per layer and token: 34·hidden bytes (bf16, flash attention, no recomputation;
   Korthikanti et al. 2022) or 2·hidden with gradient checkpointing, plus the logits (10 bytes per
   token and vocabulary entry: bf16 logits, fp32 log-softmax and its gradient). Dense rule; an MoE's
@@ -160,7 +160,7 @@ class Hardware:
     mfu: float = 0.35  # of the update (and the reference forward)
     rollout_mfu: float = 0.10  # of the generation: memory-bound decoding
     price: float = 2.0  # $ per GPU-hour
-    zero: int = 0  # 0 = replicated; 3 ≈ aha's FSDP2 sharding; 1-2 = what partial ZeRO sharding would hold
+    zero: int = 0  # 0 = replicated; 1-3 = DeepSpeed ZeRO (aha.train.zero_ds); 3 ≈ aha's FSDP2 sharding too
     gradient_checkpointing: bool = False
 
 
@@ -243,8 +243,8 @@ def render(plan: dict, hw: Hardware, source: str, title: str):
     table.add_row("parameters (total / active per token)", f"{_si(m['parameters'])} / {_si(m['active_parameters'])}")
     table.add_row("trainable parameters", _si(m["trainable_parameters"]))
     table.add_section()
-    zero = {0: "replicated (aha's default)", 3: "ZeRO-3 (≈ aha's FSDP2 sharding)"}.get(
-        hw.zero, f"ZeRO-{hw.zero} (not implemented in aha)")
+    zero = {0: "replicated (aha's default)", 3: "ZeRO-3 (DeepSpeed, or ≈ aha's FSDP2 sharding)"}.get(
+        hw.zero, f"ZeRO-{hw.zero} (DeepSpeed)")
     for key, value in plan["memory_bytes"].items():
         if key == "peak":
             verdict = "fits" if plan["fits"] else "[bold red]does not fit[/bold red]"
