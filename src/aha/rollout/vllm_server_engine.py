@@ -103,7 +103,12 @@ class VLLMServerEngine(RolloutEngine):
         weights = vllm_weights(state_dict)
         if not weights:
             raise ValueError(f"{WHO}: no weights to send (an empty state dict, or adapters without their base)")
-        version = self._push_nccl(weights) if self.transport == "nccl" else self._push_http(weights)
+        try:
+            version = self._push_nccl(weights) if self.transport == "nccl" else self._push_http(weights)
+        except Exception:
+            self._expected -= 1  # the push did not land: the next generate must not wait for it
+            self._synced = False  # … and pushes again first
+            raise
         if version < self._expected:
             raise RuntimeError(f"{WHO}: the server reports weights_version {version} after the update, expected "
                                f"≥ {self._expected}")
