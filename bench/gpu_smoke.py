@@ -1,4 +1,5 @@
-"""GPU smoke test of the vLLM rollout engine: a few GRPO steps with `rollout.engine=vllm`, checked by
+"""GPU smoke test of the vLLM rollout engines: a few GRPO steps with `rollout.engine=vllm` (colocated)
+and `rollout.engine=vllm_server` (aha's server in a subprocess), checked by
 the sampler/trainer log-prob gap (`rollout_logprob_gap`, logged by every update) — the number that
 shows rollouts sampled from stale weights (TRL #5312: 0.015 → 0.2 with sleep mode on).
 
@@ -15,10 +16,14 @@ today; only the rollout is on the GPU):
   (weights to CPU) and level 2 (weights dropped) between rollouts;
 - `vllm-stale`: a negative control whose weight sync is switched off, so its rollouts come from the
   starting weights. The learning rate is high enough for the policy to move every step; the check
-  is only meaningful if this variant's gap does exceed the threshold.
+  is only meaningful if this variant's gap does exceed the threshold;
+- `server`, `server-stale`: the same through `python -m aha.rollout.vllm_server` started by the
+  variant on `--server-gpu` (default: GPU 1 when there are two, else GPU 0), weights pushed over
+  NCCL with two GPUs, over HTTP with one (`--server-transport`; NCCL refuses two ranks on one GPU);
+  `server-stale` never pushes, so the server samples the weights it loaded from disk.
 
-Passes when every vllm variant's gap stays below `--max-gap` at every step and `vllm-stale`'s does
-not (from step 2 on). Prints one JSON line (per-variant gaps, rewards, rollout seconds, the
+Passes when every vllm/server variant's gap stays below `--max-gap` at every step and each `-stale`
+control's does not (from step 2 on). Prints one JSON line (per-variant gaps, rewards, rollout seconds, the
 verdict); exits 1 on failure.
 """
 
@@ -36,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-VARIANTS = ("torch", "vllm", "vllm-sleep1", "vllm-sleep2", "vllm-stale")
+VARIANTS = ("torch", "vllm", "vllm-sleep1", "vllm-sleep2", "vllm-stale", "server", "server-stale")
 ENGINE_OPTIONS = {
     "vllm": [],
     "vllm-sleep1": ["rollout.options.sleep=true", "rollout.options.sleep_level=1"],
@@ -45,9 +50,12 @@ ENGINE_OPTIONS = {
 }
 
 
-def overrides(args, variant: str, run_dir: Path) -> list[str]:
-    engine = "torch" if variant == "torch" else "vllm"
+def overrides(args, variant: str, run_dir: Path, server_url: str | None = None) -> list[str]:
+    engine = "torch" if variant == "torch" else "vllm_server" if variant.startswith("server") else "vllm"
     extra = ENGINE_OPTIONS.get(variant, [])
+    if engine == "vllm_server":
+        extra = [f"rollout.options.base_url={server_url}", f"rollout.options.weight_transport={args.server_transport}",
+                 f"rollout.options.group_port={free_port()}", "rollout.options.startup_timeout=600"]
     if engine == "vllm":
         extra = [*extra, f"rollout.options.gpu_memory_utilization={args.gpu_memory_utilization}"]
         if args.enforce_eager:
@@ -70,10 +78,20 @@ def child(args) -> None:
         from aha.rollout.vllm_engine import VLLMEngine
 
         VLLMEngine.load_weights = lambda self, state_dict: None  # the control: rollouts keep the starting weights
+    if args.variant == "server-stale":
+        from aha.rollout.vllm_server_engine import VLLMServerEngine
+
+        VLLMServerEngine.load_weights = lambda self, state_dict: None  # the server keeps what it loaded from disk
     run_dir = Path(args.run_dir)
-    cfg = load_config(ZeroConfig, None, overrides(args, args.variant, run_dir))
-    clock = time.time()
-    summary = grpo.run(cfg, run_dir)
+    server, url = start_server(args) if args.variant.startswith("server") else (None, None)
+    try:
+        cfg = load_config(ZeroConfig, None, overrides(args, args.variant, run_dir, url))
+        clock = time.time()
+        summary = grpo.run(cfg, run_dir)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(60)
     rows = read_jsonl(run_dir / "metrics.jsonl")
     print(json.dumps({"variant": args.variant, "seconds": round(time.time() - clock, 1),
                       "gaps": [round(r["rollout_logprob_gap"], 5) for r in rows],
@@ -81,6 +99,25 @@ def child(args) -> None:
                       "rollout_seconds": [round(r["seconds/rollout"], 3) for r in rows],
                       "tokens_generated": [r["tokens_generated"] for r in rows],
                       "final_accuracy": summary["final_accuracy"]}))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args):
+    """`python -m aha.rollout.vllm_server` on --server-gpu; the engine waits for its /health."""
+    port = free_port()
+    command = [sys.executable, "-m", "aha.rollout.vllm_server", args.model, "--host", "127.0.0.1", "--port", str(port),
+               "--dtype", "bfloat16", "--gpu-memory-utilization", str(args.gpu_memory_utilization)]
+    if args.enforce_eager:
+        command.append("--enforce-eager")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(args.server_gpu)}
+    return subprocess.Popen(command, env=env), f"http://127.0.0.1:{port}"
 
 
 def unavailable(variants) -> str | None:
@@ -111,12 +148,13 @@ def verdict(results: dict, max_gap: float) -> list[str]:
     for variant, r in results.items():
         if "error" in r:
             failures.append(f"{variant}: {r['error']}")
-        elif variant.startswith("vllm") and variant != "vllm-stale" and max(r["gaps"]) > max_gap:
+        elif variant != "torch" and not variant.endswith("-stale") and max(r["gaps"]) > max_gap:
             failures.append(f"{variant}: log-prob gap {max(r['gaps']):.4f} > {max_gap} (stale or wrong weights?)")
-    stale = results.get("vllm-stale")
-    if stale and "error" not in stale and max(stale["gaps"][1:], default=0.0) <= max_gap:
-        failures.append(f"vllm-stale: gap {max(stale['gaps'][1:], default=0.0):.4f} ≤ {max_gap}: the policy did not "
-                        "move enough for the check to see stale weights (raise --lr or --steps)")
+    for control in ("vllm-stale", "server-stale"):
+        stale = results.get(control)
+        if stale and "error" not in stale and max(stale["gaps"][1:], default=0.0) <= max_gap:
+            failures.append(f"{control}: gap {max(stale['gaps'][1:], default=0.0):.4f} ≤ {max_gap}: the policy did "
+                            "not move enough for the check to see stale weights (raise --lr or --steps)")
     return failures
 
 
@@ -133,6 +171,9 @@ def main() -> int:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.3)
     p.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True,
                    help="no CUDA graphs (faster start-up; --no-enforce-eager checks the graphs too)")
+    p.add_argument("--server-gpu", type=int, default=None, help="GPU of the server variants (default: 1 if two, else 0)")
+    p.add_argument("--server-transport", choices=("nccl", "http"), default=None,
+                   help="weights to the server over NCCL (needs two GPUs) or HTTP (default: nccl with two GPUs)")
     p.add_argument("--timeout", type=int, default=420, help="seconds per variant")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", help=argparse.SUPPRESS)
@@ -143,6 +184,10 @@ def main() -> int:
         from aha.models.loading import shipped_base_dir
 
         args.model = str(shipped_base_dir(PretrainConfig(), TaskConfig()))
+    if args.server_gpu is None or args.server_transport is None:
+        gpus = _gpu_count()
+        args.server_gpu = (1 if gpus >= 2 else 0) if args.server_gpu is None else args.server_gpu
+        args.server_transport = args.server_transport or ("nccl" if gpus >= 2 and args.server_gpu != 0 else "http")
     if args.child:
         child(args)
         return 0
@@ -160,6 +205,15 @@ def main() -> int:
     print(json.dumps({"ok": not failures, "failures": failures, "model": args.model, "max_gap": args.max_gap,
                       "results": results}))
     return 0 if not failures else 1
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except ImportError:
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""The rollout contract, kept by every engine (the torch engine's backends, and vLLM where vllm and a
-CUDA GPU are present), and the torch engine's fast paths checked against naive generation."""
+"""The rollout contract, kept by every engine (the torch engine's backends, and vLLM — colocated, and
+aha's vLLM server in a subprocess — where vllm and a CUDA GPU are present), and the torch engine's
+fast paths checked against naive generation."""
 
 from __future__ import annotations
+
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -17,8 +22,10 @@ from aha.template import build_prompt
 # PyTorch level with prompt K/V read through cascade attention or copied into each row's cache (as
 # it does for short prompts); and the module's own forward + DynamicCache.
 BACKENDS = ["fused", "cascade", "rows", "module"]
-# Every engine the contract tests run: the torch engine's backends, and vLLM (skipped without it).
-ENGINES = [*BACKENDS, "vllm"]
+# Every engine the contract tests run: the torch engine's backends, and vLLM colocated and as aha's
+# server (both skipped without vllm and CUDA).
+ENGINES = [*BACKENDS, "vllm", "vllm_server"]
+VLLM_ENGINES = ("vllm", "vllm_server")
 
 
 @pytest.fixture(autouse=True)
@@ -64,19 +71,46 @@ def vllm_setup():
     return engine, model.eval(), tok, _prompts(tok)
 
 
+@pytest.fixture(scope="module")
+def vllm_server_setup():
+    """`python -m aha.rollout.vllm_server` on the shipped base (fp32) in a subprocess on this GPU, and
+    the server engine in front of it; weights go over HTTP (NCCL refuses two ranks on one GPU)."""
+    reason = vllm_unavailable()
+    if reason:
+        pytest.skip(f"the vllm_server engine needs vllm and a CUDA GPU ({reason})")
+    from aha.config import PretrainConfig, TaskConfig
+    from aha.models.loading import shipped_base_dir
+    from aha.rollout.vllm_server_engine import VLLMServerEngine
+
+    model_dir = shipped_base_dir(PretrainConfig(), TaskConfig())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "aha.rollout.vllm_server", str(model_dir), "--host", "127.0.0.1",
+                               "--port", str(port), "--dtype", "float32", "--gpu-memory-utilization", "0.2",
+                               "--enforce-eager"])
+    try:
+        model, tok = load_model_dir(model_dir)
+        engine = VLLMServerEngine(model, tok, port=port, startup_timeout=600, weight_transport="http")
+        yield engine, model.eval(), tok, _prompts(tok)
+    finally:
+        server.terminate()
+        server.wait(60)
+
+
 @pytest.fixture
 def contract(request, setup):
     """(make_engine(**torch_engine_options), model, tokenizer, prompts) for this test's engine."""
     engine = request.node.callspec.params["engine"]
-    if engine == "vllm":
-        shared, model, tok, prompts = request.getfixturevalue("vllm_setup")
+    if engine in VLLM_ENGINES:
+        shared, model, tok, prompts = request.getfixturevalue(f"{engine}_setup")
         return (lambda **_: shared), model, tok, prompts
     model, tok, prompts = setup
     return (lambda **kw: TorchEngine(model, tok, lean=engine != "module", **kw)), model, tok, prompts
 
 
 # Log-prob agreement with the CPU model's full forward: vLLM runs other kernels on another device.
-LOGPROB_ATOL = {"vllm": 1e-2}
+LOGPROB_ATOL = {"vllm": 1e-2, "vllm_server": 1e-2}
 
 
 def naive_greedy(model, prompt: list[int], max_new: int, stops: set[int]) -> list[int]:
@@ -149,7 +183,7 @@ def test_same_seed_same_samples(contract, engine):
 @pytest.mark.parametrize("temperature, top_p", [(1.0, 1.0), (0.7, 0.9)])
 def test_logprobs_equal_a_full_forward(contract, engine, temperature, top_p):
     make, model, tok, prompts = contract
-    if engine == "vllm" and top_p < 1:
+    if engine in VLLM_ENGINES and top_p < 1:
         pytest.skip("vLLM renormalises its log-probs over the top-p nucleus (documented in aha.rollout.vllm_engine)")
     params = SamplingParams(max_new_tokens=24, temperature=temperature, top_p=top_p, seed=2)
     for c in make().generate(prompts, params, n=3):

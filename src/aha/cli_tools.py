@@ -131,6 +131,31 @@ def serve(
         server.close()
 
 
+@app.command("vllm-serve")
+def vllm_serve(
+    model: str = typer.Argument(..., help="Hugging Face model directory: the policy's starting weights"),
+    host: str = typer.Option("0.0.0.0", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", min=1, help="GPUs vLLM shards the model over"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bfloat16, float16 or float32"),
+    gpu_memory_utilization: float = typer.Option(0.9, "--gpu-memory-utilization", min=0.01, max=1.0),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", min=1),
+    max_batch: int = typer.Option(256, "--max-batch", min=1, help="sequences vLLM decodes at once (max_num_seqs)"),
+    enforce_eager: bool = typer.Option(False, "--enforce-eager", help="no CUDA graphs (faster start-up)"),
+):
+    """vLLM on this machine's GPUs for a trainer elsewhere (rollout.engine=vllm_server): generation over
+    HTTP, the trainer's weights pushed over NCCL after each update. Needs vllm and CUDA (NOT verified by aha's CI)."""
+    from aha.rollout.vllm_server import serve
+
+    _quiet_transformers()
+    try:
+        serve(model, host, port, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+              gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, max_batch=max_batch,
+              enforce_eager=enforce_eager)
+    except (*USER_ERRORS, RuntimeError) as err:
+        _fail(err)
+
+
 @app.command()
 def paper(
     seeds: Optional[int] = typer.Option(None, "--seeds", help="seeds 0…N-1 (default 3; 1 with --quick)"),

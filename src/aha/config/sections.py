@@ -144,7 +144,8 @@ class RolloutConfig:
     max_new_tokens: int = 64
     max_batch: int = 256  # samples decoded at once (speed/memory only)
     # Passed to the engine's constructor: for engine=openai base_url (required), model_name,
-    # concurrency, timeout, max_retries (aha.rollout.openai_engine).
+    # concurrency, timeout, max_retries (aha.rollout.openai_engine); for engine=vllm / vllm_server see
+    # aha.rollout.VLLM_OPTIONS / VLLM_SERVER_OPTIONS.
     options: dict = field(default_factory=dict)
     # Sampling noise: "batch" (one stream per call) or "row" (keyed by each sample's row in the
     # step, so 1 and N processes draw the same samples; always used with several processes).
@@ -159,6 +160,8 @@ class RolloutConfig:
             raise ConfigError(f"{key}.options.base_url: required with {key}.engine=openai (e.g. http://127.0.0.1:8000/v1)")
         if self.engine == "vllm":
             self._validate_vllm(key)
+        if self.engine == "vllm_server":
+            self._validate_vllm_server(key)
         checks.at_least(f"{key}.temperature", self.temperature, 0.0)
         checks.within(f"{key}.top_p", self.top_p, 0.0, 1.0, low_open=True)
         checks.at_least(f"{key}.max_new_tokens", self.max_new_tokens, 1)
@@ -186,6 +189,36 @@ class RolloutConfig:
         reason = vllm_unavailable()
         if reason:
             raise ConfigError(f"{key}.engine=vllm needs `pip install 'aha-rl[vllm]'` and a CUDA GPU ({reason})")
+
+
+    def _validate_vllm_server(self, key: str) -> None:
+        """Options by name, type and range; the NCCL transport needs vllm and CUDA in the trainer too.
+        Whether the server answers is checked when the engine starts (a bounded wait for /health)."""
+        from aha.rollout import VLLM_SERVER_OPTIONS, vllm_unavailable
+
+        o = self.options
+        unknown = sorted(set(o) - set(VLLM_SERVER_OPTIONS))
+        if unknown:
+            raise ConfigError(f"{key}.options: {', '.join(unknown)} not taken by {key}.engine=vllm_server "
+                              f"(valid: {', '.join(VLLM_SERVER_OPTIONS)})")
+        url = o.get("base_url")
+        if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+            raise ConfigError(f"{key}.options.base_url: expected an http(s):// URL of `aha vllm-serve`, got {url!r}")
+        for port in ("port", "group_port"):
+            if port in o and not (isinstance(o[port], int) and 1 <= o[port] <= 65535):
+                raise ConfigError(f"{key}.options.{port}: expected a port number in [1, 65535], got {o[port]!r}")
+        for seconds in ("timeout", "startup_timeout", "sync_timeout"):
+            if seconds in o:
+                checks.positive(f"{key}.options.{seconds}", o[seconds])
+        transport = o.get("weight_transport", "nccl")
+        if transport not in ("nccl", "http"):
+            raise ConfigError(f"{key}.options.weight_transport: expected nccl (trainer on its own GPU) or http "
+                              f"(same GPU as the server, or no CUDA), got {transport!r}")
+        reason = vllm_unavailable() if transport == "nccl" else None
+        if reason:
+            raise ConfigError(f"{key}.options.weight_transport=nccl needs vllm and a CUDA GPU in the trainer's "
+                              f"process too ({reason}); install `aha-rl[vllm]`, or set "
+                              f"{key}.options.weight_transport=http")
 
 
 @dataclass(frozen=True)
@@ -323,9 +356,9 @@ class ZeroConfig:
                               "directory (an `aha rm` run's model/), or set reward_model.judge_url to an LLM judge")
         if self.rollout.engine == "openai":  # its completions carry no log-probs (NaN)
             raise ConfigError("rollout.engine: 'openai' returns no log-probs, which GRPO's update needs; use 'torch'")
-        if self.rollout.engine == "vllm" and self.rollout.top_p < 1 and self.grpo.mu > 1:
+        if self.rollout.engine in ("vllm", "vllm_server") and self.rollout.top_p < 1 and self.grpo.mu > 1:
             # vLLM's log-probs are then the nucleus-renormalised ones, not log π_old at the temperature.
-            raise ConfigError("rollout.top_p < 1 with rollout.engine=vllm and grpo.mu > 1: vLLM's log-probs are "
+            raise ConfigError(f"rollout.top_p < 1 with rollout.engine={self.rollout.engine} and grpo.mu > 1: vLLM's log-probs are "
                               "renormalised over the top-p nucleus and would be used as π_old; use top_p=1 or mu=1")
 
 

@@ -27,8 +27,9 @@ level-2 sleep with no update since, the engine re-syncs from the policy module i
 (TRL reloaded the checkpoint there and sampled the starting policy all run long: TRL #5312). There
 is no NCCL in this path: the sync is an in-process copy.
 
-Not built: server mode (`vllm serve` on other GPUs with NCCL weight transfer). The `openai` engine
-samples from such a server for `aha sample`/`aha eval`, without log-probs or weight sync.
+Server mode (vLLM on other GPUs, weights pushed over NCCL after each update) is
+`aha.rollout.vllm_server` (the server, `aha vllm-serve`) and `aha.rollout.vllm_server_engine`
+(`rollout.engine=vllm_server`, the trainer's client).
 """
 
 from __future__ import annotations
@@ -163,20 +164,33 @@ def completions_from_outputs(outputs, n: int, tokenizer, stops: set[int]) -> lis
 
 def _completion(prompt_index: int, sample, tokenizer, stops: set[int]) -> Completion:
     ids = list(sample.token_ids)
-    if sample.finish_reason not in ("stop", "length"):
+    if sample.finish_reason not in ("stop", "length"):  # before the log-probs: they are missing then too
         raise RuntimeError(f"vllm engine: a sample of prompt {prompt_index} ended with finish_reason="
                            f"{sample.finish_reason!r} (expected 'stop' or 'length')")
+    return completion_from_sample(prompt_index, ids, sampled_logprobs(ids, sample.logprobs), sample.finish_reason,
+                                  tokenizer, stops)
+
+
+def completion_from_sample(prompt_index: int, ids: list[int], logprobs: list[float], vllm_finish: str, tokenizer,
+                           stops: set[int], who: str = "vllm engine") -> Completion:
+    """One vLLM sample (its token ids, the sampled tokens' log-probs, vLLM's finish reason) as an aha
+    Completion; shared by the colocated engine and the server engine (which gets the three over HTTP)."""
+    if vllm_finish not in ("stop", "length"):
+        raise RuntimeError(f"{who}: a sample of prompt {prompt_index} ended with finish_reason="
+                           f"{vllm_finish!r} (expected 'stop' or 'length')")
+    if len(logprobs) != len(ids):
+        raise RuntimeError(f"{who}: expected one log-prob per generated token ({len(ids)}), got {len(logprobs)}")
     ended = bool(ids) and ids[-1] in stops
-    if sample.finish_reason == "stop" and not ended:
-        raise RuntimeError(f"vllm engine: prompt {prompt_index}: vLLM reports a stop but the last token "
+    if vllm_finish == "stop" and not ended:
+        raise RuntimeError(f"{who}: prompt {prompt_index}: vLLM reports a stop but the last token "
                            f"{ids[-1:]} is no stop token of {sorted(stops)}")
     # A stop token drawn as the budget's last token ended the sample: "stop", as the torch engine says.
     finish = "stop" if ended else "length"
     # Decode without the final EOS, but keep a stop token like </answer> in the text (as the torch engine).
     text_ids = ids[:-1] if ended and ids[-1] == tokenizer.eos_token_id else ids
-    return Completion(prompt_index=prompt_index, ids=ids, logprobs=sampled_logprobs(ids, sample.logprobs),
+    return Completion(prompt_index=prompt_index, ids=ids, logprobs=[float(x) for x in logprobs],
                       text=tokenizer.decode(text_ids, skip_special_tokens=False), finish_reason=finish,
-                      extra={"vllm_finish_reason": sample.finish_reason})
+                      extra={"vllm_finish_reason": vllm_finish})
 
 
 def sampled_logprobs(ids: list[int], steps) -> list[float]:
