@@ -135,3 +135,29 @@ def test_cli_errors_are_clear(tmp_path):
     result = runner.invoke(app, ["zero", "model.path=/nonexistent", f"run.out_dir={tmp_path}"])
     assert result.exit_code == 2 and "model.path: /nonexistent: not a directory" in result.output
     assert not any(tmp_path.iterdir())  # a failed start leaves no run directory
+
+
+def test_resume_syncs_an_engine_that_holds_its_own_weights(tmp_path, tiny_model_dir, monkeypatch):
+    """A colocated vLLM engine is built from the weights on disk (the base's, when
+    `rollout.options.model_dir` names it); resuming must hand it the checkpoint's weights before the
+    first resumed rollout (a stand-in records what it is given)."""
+    from aha import config
+
+    assert zero(tmp_path, tiny_model_dir, "grpo.steps=2", "run.name=run").exit_code == 0
+    given = []
+
+    class OwnCopy:
+        def __init__(self, policy):
+            self.policy = policy
+
+        def load_weights(self, state_dict):
+            given.append({k: v.detach().clone() for k, v in state_dict.items()})
+
+    monkeypatch.setattr(grpo, "make_engine", lambda name, policy, tokenizer, **options: OwnCopy(policy))
+    run_dir = tmp_path / "run"
+    cfg = config.load_config(config.ZeroConfig, run_dir / "config.yaml")
+    latest = run_dir / "checkpoint-2"
+    grpo.setup(cfg, run_dir, latest, resume_from=latest)  # as `grpo.resume` calls it
+    saved = weights(latest)
+    assert len(given) == 1
+    assert [k for k in saved if not torch.equal(given[0][k], saved[k])] == []

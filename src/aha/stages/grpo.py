@@ -157,6 +157,9 @@ def setup(cfg: ZeroConfig, run_dir: Path, model_dir: Path, resume_from: Path | N
     if resume_from is not None:
         state = {"bad_steps": 0, **checkpoint.load(resume_from, optimizer, scheduler, ref_model, model)}
         ledger = CostLedger.from_dict(state["cost"])
+        # An engine with its own copy of the policy (colocated vLLM) was built from the weights on
+        # disk: without this, the first resumed step would sample those, not the checkpoint's.
+        engine.load_weights(model.state_dict())
     scorer = scorer_for(cfg, tokenizer, device=next(model.parameters()).device)  # None without reward_model
     return Trainer(cfg, run_dir, model, tokenizer, task, engine, optimizer, scheduler, ref_model,
                    stop_token_ids(tokenizer), state, ledger, RunMonitor(), d, scorer)
