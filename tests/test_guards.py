@@ -140,3 +140,19 @@ def test_resume_refuses_algorithm_changes_unless_allowed_and_repairs_a_torn_line
     assert allowed.exit_code == 0, allowed.output
     assert "lr: 0.0005" in (run / "config.yaml").read_text()
     assert "grpo.lr" in (run / "config-changes.jsonl").read_text()
+
+
+def test_settle_heap_sets_glibc_policy_unless_told_not_to(monkeypatch):
+    """Every stage's set-up keeps freed heap memory (glibc's trimming off) so the soak's RSS stays
+    at its high-water mark; AHA_HEAP=glibc leaves the allocator alone."""
+    import ctypes.util
+    import platform
+
+    from aha.train import session
+
+    monkeypatch.setenv(session.HEAP_ENV, "glibc")
+    assert session.settle_heap() is False
+    monkeypatch.delenv(session.HEAP_ENV)
+    if platform.libc_ver()[0] != "glibc" or ctypes.util.find_library("c") is None:
+        pytest.skip("not glibc")
+    assert session.settle_heap() is True
