@@ -13,7 +13,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_fsdp import SETTINGS, _assert_same_weights, _weights
+from test_fsdp import SETTINGS, _assert_same_weights, _weights, assert_two_ranks_train_what_one_process_does
 from test_multiproc import LENGTH_REWARD, WORKER, _launch
 
 from aha import runs
@@ -43,25 +43,8 @@ def grpo_runs(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_grpo_trains_what_one_process_does(grpo_runs, tiny_model_dir, stage):
-    one = json.loads((grpo_runs["one"] / "rank0.json").read_text())
-    name = f"zero{stage}"
-    ranks = [json.loads((grpo_runs[name] / f"rank{r}.json").read_text()) for r in (0, 1)]
-    for step, single in enumerate(one):
-        shares = [r[step] for r in ranks]
-        assert [len(s["completions"]) for s in shares] == [12, 8]  # 3 and 2 groups: uneven micro-batch counts
-        assert sum((s["completions"] for s in shares), []) == single["completions"]
-        for s in shares:
-            assert s["loss"] == pytest.approx(single["loss"], rel=1e-5, abs=1e-7)
-            assert s["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-5)
-    base = load_file(str(tiny_model_dir / "model.safetensors"))
-    zero, single = _weights(grpo_runs[name] / "run", 3), _weights(grpo_runs["one"] / "run", 3)
-    assert all(not torch.equal(single[n], base[n]) for n in single), "a parameter did not train"
-    _assert_same_weights(zero, single)
-    rows = [runs.read_jsonl(grpo_runs[k] / "run" / "metrics.jsonl") for k in ("one", name)]
-    assert [r["step"] for r in rows[1]] == [1, 2, 3]  # written once, by rank 0
-    for a, b in zip(*rows, strict=True):
-        assert b["reward"] == a["reward"] and b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7)
-        assert b["skipped"] == 0.0
+    for _, zero_row in assert_two_ranks_train_what_one_process_does(grpo_runs, f"zero{stage}", tiny_model_dir):
+        assert zero_row["skipped"] == 0.0
 
 
 def test_zero2_partitions_the_optimizer_state_and_zero3_the_parameters(grpo_runs):

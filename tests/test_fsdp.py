@@ -45,9 +45,12 @@ def grpo_runs(tmp_path_factory, tiny_model_dir):
     return out
 
 
-def test_sharded_grpo_trains_what_one_process_does(grpo_runs, tiny_model_dir):
+def assert_two_ranks_train_what_one_process_does(grpo_runs, name: str, base_dir) -> list[tuple[dict, dict]]:
+    """Run `name` (2 ranks) against "one": each rank's share of every step's completions, the same
+    losses and gradient norms, the same trained weights, metrics written once. Returns the metric
+    rows of both, step by step, for checks of the caller's own."""
     one = json.loads((grpo_runs["one"] / "rank0.json").read_text())
-    ranks = [json.loads((grpo_runs["sharded"] / f"rank{r}.json").read_text()) for r in (0, 1)]
+    ranks = [json.loads((grpo_runs[name] / f"rank{r}.json").read_text()) for r in (0, 1)]
     for step, single in enumerate(one):
         shares = [r[step] for r in ranks]
         assert [len(s["completions"]) for s in shares] == [12, 8]  # 3 and 2 groups: uneven micro-batch counts
@@ -55,14 +58,19 @@ def test_sharded_grpo_trains_what_one_process_does(grpo_runs, tiny_model_dir):
         for s in shares:
             assert s["loss"] == pytest.approx(single["loss"], rel=1e-5, abs=1e-7)
             assert s["grad_norm"] == pytest.approx(single["grad_norm"], rel=1e-5)
-    base = load_file(str(tiny_model_dir / "model.safetensors"))
-    sharded, single = _weights(grpo_runs["sharded"] / "run", 3), _weights(grpo_runs["one"] / "run", 3)
+    base = load_file(str(base_dir / "model.safetensors"))
+    two, single = _weights(grpo_runs[name] / "run", 3), _weights(grpo_runs["one"] / "run", 3)
     assert all(not torch.equal(single[n], base[n]) for n in single), "a parameter did not train"
-    _assert_same_weights(sharded, single)
-    rows = [runs.read_jsonl(grpo_runs[k] / "run" / "metrics.jsonl") for k in ("one", "sharded")]
+    _assert_same_weights(two, single)
+    rows = [runs.read_jsonl(grpo_runs[k] / "run" / "metrics.jsonl") for k in ("one", name)]
     assert [r["step"] for r in rows[1]] == [1, 2, 3]  # written once, by rank 0
     for a, b in zip(*rows, strict=True):
         assert b["reward"] == a["reward"] and b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-7)
+    return list(zip(*rows, strict=True))
+
+
+def test_sharded_grpo_trains_what_one_process_does(grpo_runs, tiny_model_dir):
+    assert_two_ranks_train_what_one_process_does(grpo_runs, "sharded", tiny_model_dir)
 
 
 def test_each_rank_holds_half_of_every_parameter_and_of_the_optimizer_state(grpo_runs):
