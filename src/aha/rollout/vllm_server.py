@@ -149,18 +149,9 @@ class WeightServer:
         return {"status": "closed"}
 
 
-def create_app(server: WeightServer):
-    """The FastAPI app over a `WeightServer` (any backend: vLLM's, or a stand-in in tests)."""
-    from fastapi import FastAPI, Request
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import JSONResponse
+def _request_models():
+    """The request bodies, as pydantic models (imported here: FastAPI is needed only to serve)."""
     from pydantic import BaseModel, Field
-
-    app = FastAPI(title="aha vLLM rollout server")
-
-    @app.exception_handler(Refused)
-    async def refused(_request, err: Refused):
-        return JSONResponse({"detail": str(err)}, status_code=err.status)
 
     class Sampling(BaseModel):
         n: int = Field(1, ge=1)
@@ -187,6 +178,22 @@ def create_app(server: WeightServer):
 
     class WaitRequest(BaseModel):
         timeout: float = Field(300.0, gt=0)
+
+    return Sampling, GenerateRequest, InitRequest, UpdateRequest, WaitRequest
+
+
+def create_app(server: WeightServer):
+    """The FastAPI app over a `WeightServer` (any backend: vLLM's, or a stand-in in tests)."""
+    from fastapi import FastAPI, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse
+
+    Sampling, GenerateRequest, InitRequest, UpdateRequest, WaitRequest = _request_models()
+    app = FastAPI(title="aha vLLM rollout server")
+
+    @app.exception_handler(Refused)
+    async def refused(_request, err: Refused):
+        return JSONResponse({"detail": str(err)}, status_code=err.status)
 
     @app.get("/health")
     def health():

@@ -51,18 +51,7 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
     s = cfg.sft
     steps_per_epoch = math.ceil(len(data.train) / s.batch_rows)
     total_steps = s.epochs * steps_per_epoch
-    prefer_fast_attention(model, cfg.model.bf16)
-    if cfg.model.gradient_checkpointing:
-        unpadded.enable_checkpointing(model)
-    if d.sharded:  # before the optimizer: sharding replaces the parameters with their shards
-        sharding.check_supported(model, cfg.model, "torch")
-        sharding.shard(model)
-    if d.zero:
-        zero_ds.check_supported(model, cfg.model, "torch")
-    optimizer = optim.adamw(model, s.lr, s.weight_decay)
-    scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
-    if d.zero:  # DeepSpeed's engine over the policy and AdamW; the schedule stays on the torch AdamW
-        optimizer = zero_ds.initialize(model, optimizer, s.max_grad_norm, d.world)
+    optimizer, scheduler = _prepare(cfg, model, total_steps, d)
     state = {"step": 0, "seconds": 0.0, "bad_steps": 0, "held_out_loss_start": None}
     ledger = CostLedger(n_params=count_params(model))
     if latest is not None:
@@ -102,6 +91,25 @@ def run(cfg: SFTConfig, run_dir: Path, events: Events | None = None) -> dict:
             if (d.all_sum([float(stop.requested)])[0] > 0) if d.active else stop.requested:  # all ranks stop together
                 raise StopRequested(stop.signum or 15, step, trainer.save())
     return _finish(trainer, data, events)
+
+
+def _prepare(cfg: SFTConfig, model, total_steps: int, d: dist.Dist):
+    """The policy made ready to train (attention, checkpointing, FSDP shards), then its AdamW and
+    schedule — under DeepSpeed, the engine over both (the schedule stays on the torch AdamW)."""
+    s = cfg.sft
+    prefer_fast_attention(model, cfg.model.bf16)
+    if cfg.model.gradient_checkpointing:
+        unpadded.enable_checkpointing(model)
+    if d.sharded:  # before the optimizer: sharding replaces the parameters with their shards
+        sharding.check_supported(model, cfg.model, "torch")
+        sharding.shard(model)
+    if d.zero:
+        zero_ds.check_supported(model, cfg.model, "torch")
+    optimizer = optim.adamw(model, s.lr, s.weight_decay)
+    scheduler = optim.schedule(optimizer, round(s.warmup_ratio * total_steps), total_steps, s.schedule)
+    if d.zero:
+        optimizer = zero_ds.initialize(model, optimizer, s.max_grad_norm, d.world)
+    return optimizer, scheduler
 
 
 def _load_policy(cfg: SFTConfig, latest: Path | None, events: Events, d: dist.Dist):
