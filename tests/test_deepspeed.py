@@ -13,8 +13,9 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_fsdp import SETTINGS, _assert_same_weights, _weights, assert_two_ranks_train_what_one_process_does
-from test_multiproc import LENGTH_REWARD, WORKER, _launch
+from test_fsdp import (_assert_same_weights, _weights, assert_two_ranks_train_what_one_process_does,
+                       launch_grpo_runs)
+from test_multiproc import WORKER, _launch
 
 from aha import runs
 
@@ -30,15 +31,8 @@ def _zero(stage: int) -> dict:
 
 @pytest.fixture(scope="module")
 def grpo_runs(tmp_path_factory, tiny_model_dir):
-    reward_file = tmp_path_factory.mktemp("reward") / "length_reward.py"
-    reward_file.write_text(LENGTH_REWARD)
-    args = [str(tiny_model_dir), *SETTINGS,
-            f"rewards={{accuracy: 1.0, format: 0.2, '{reward_file}:length_reward': 0.5}}"]
-    out = {"args": args}
-    for name, procs, env in (("one", 1, {}), ("zero2", 2, _zero(2)), ("zero3", 2, _zero(3))):
-        out[name] = tmp_path_factory.mktemp(name)
-        _launch(procs, [str(WORKER), str(out[name]), *args], env)
-    return out
+    return launch_grpo_runs(tmp_path_factory, tiny_model_dir,
+                            (("one", 1, {}), ("zero2", 2, _zero(2)), ("zero3", 2, _zero(3))))
 
 
 @pytest.mark.parametrize("stage", [2, 3])

@@ -32,17 +32,23 @@ def _assert_same_weights(got: dict, want: dict, rtol=1e-5, atol=1e-6):
         torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=atol, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.fixture(scope="module")
-def grpo_runs(tmp_path_factory, tiny_model_dir):
+def launch_grpo_runs(tmp_path_factory, model_dir, variants) -> dict:
+    """The GRPO worker under each (name, processes, extra env) of `variants`, on the same settings:
+    {name: its output directory, "args": the worker's arguments}."""
     reward_file = tmp_path_factory.mktemp("reward") / "length_reward.py"
     reward_file.write_text(LENGTH_REWARD)
-    args = [str(tiny_model_dir), *SETTINGS,
+    args = [str(model_dir), *SETTINGS,
             f"rewards={{accuracy: 1.0, format: 0.2, '{reward_file}:length_reward': 0.5}}"]
     out = {"args": args}
-    for name, procs, env in (("one", 1, {}), ("sharded", 2, FSDP)):
+    for name, procs, env in variants:
         out[name] = tmp_path_factory.mktemp(name)
         _launch(procs, [str(WORKER), str(out[name]), *args], env)
     return out
+
+
+@pytest.fixture(scope="module")
+def grpo_runs(tmp_path_factory, tiny_model_dir):
+    return launch_grpo_runs(tmp_path_factory, tiny_model_dir, (("one", 1, {}), ("sharded", 2, FSDP)))
 
 
 def assert_two_ranks_train_what_one_process_does(grpo_runs, name: str, base_dir) -> list[tuple[dict, dict]]:

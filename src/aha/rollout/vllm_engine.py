@@ -84,16 +84,12 @@ class VLLMEngine(RolloutEngine):
     def generate(self, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> list[Completion]:
         if not prompts:
             return []
-        for i, prompt in enumerate(prompts):
-            if not prompt:
-                raise ValueError(f"vllm engine: prompt {i} is empty (vLLM needs at least one prompt token)")
+        refuse_empty_prompts(prompts, "vllm engine")
         self._wake_for_generation()
         try:
-            # With row-keyed noise the step's rows are global: prompt i of this call is prompt first + i.
-            first = params.row_offset // n if params.row_offset is not None else 0
             eos = self.tokenizer.eos_token_id
-            requests = [self.params_cls(**sampling_kwargs(params, n, eos, request_seed(params.seed, first + i)))
-                        for i in range(len(prompts))]
+            requests = [self.params_cls(**sampling_kwargs(params, n, eos, seed))
+                        for seed in prompt_seeds(params, n, len(prompts))]
             outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], requests, use_tqdm=False)
             return completions_from_outputs(outputs, n, self.tokenizer, stop_set(params, eos))
         finally:
@@ -142,6 +138,19 @@ def stop_set(params: SamplingParams, eos_id: int | None) -> set[int]:
     """Token ids that end a sample: the task's stop tokens, and EOS unless ignore_eos (as the torch engine)."""
     eos = () if params.ignore_eos or eos_id is None else (eos_id,)
     return {*eos, *params.stop_token_ids}
+
+
+def refuse_empty_prompts(prompts: list[list[int]], who: str) -> None:
+    for i, prompt in enumerate(prompts):
+        if not prompt:
+            raise ValueError(f"{who}: prompt {i} is empty (vLLM needs at least one prompt token)")
+
+
+def prompt_seeds(params: SamplingParams, n: int, count: int) -> list[int]:
+    """One seed per prompt of this call. With row-keyed noise the step's rows are global: prompt i
+    of this call is prompt `row_offset // n + i` of the step, wherever it is sampled."""
+    first = params.row_offset // n if params.row_offset is not None else 0
+    return [request_seed(params.seed, first + i) for i in range(count)]
 
 
 def request_seed(seed: int, index: int) -> int:

@@ -35,7 +35,8 @@ import time
 from urllib.parse import urlsplit
 
 from aha.rollout.base import Completion, RolloutEngine, SamplingParams
-from aha.rollout.vllm_engine import completion_from_sample, request_seed, stop_set, vllm_weights
+from aha.rollout.vllm_engine import (completion_from_sample, prompt_seeds, refuse_empty_prompts, stop_set,
+                                     vllm_weights)
 
 TRANSPORTS = ("nccl", "http")
 WHO = "vllm_server engine"
@@ -75,15 +76,11 @@ class VLLMServerEngine(RolloutEngine):
     def generate(self, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> list[Completion]:
         if not prompts:
             return []
-        for i, prompt in enumerate(prompts):
-            if not prompt:
-                raise ValueError(f"{WHO}: prompt {i} is empty (vLLM needs at least one prompt token)")
+        refuse_empty_prompts(prompts, WHO)
         if not self._synced and self.policy is not None:
             self.load_weights(self.policy.state_dict())  # never sample what the server loaded from disk
-        first = params.row_offset // n if params.row_offset is not None else 0
         stops = stop_set(params, self.tokenizer.eos_token_id)
-        payload = {"prompts": [list(p) for p in prompts], "seeds": [request_seed(params.seed, first + i)
-                                                                    for i in range(len(prompts))],
+        payload = {"prompts": [list(p) for p in prompts], "seeds": prompt_seeds(params, n, len(prompts)),
                    "n": n, "temperature": params.temperature, "top_p": params.top_p,
                    "max_tokens": params.max_new_tokens, "stop_token_ids": sorted(stops),
                    "ignore_eos": params.ignore_eos, "min_weights_version": self._expected}
