@@ -11,10 +11,9 @@ import json
 import shutil
 
 import pytest
-import torch
 from safetensors.torch import load_file
-from test_fsdp import (_assert_same_weights, _weights, assert_two_ranks_train_what_one_process_does,
-                       launch_grpo_runs)
+from test_fsdp import (_assert_same_weights, _weights, assert_checkpoint_loads_as_one_process_wrote_it,
+                       assert_two_ranks_train_what_one_process_does, launch_grpo_runs)
 from test_multiproc import WORKER, _launch
 
 from aha import runs
@@ -56,16 +55,7 @@ def test_zero2_partitions_the_optimizer_state_and_zero3_the_parameters(grpo_runs
 
 @pytest.mark.parametrize("stage", [2, 3])
 def test_zero_checkpoint_loads_in_transformers(grpo_runs, stage):
-    from transformers import AutoModelForCausalLM
-
-    checkpoint = grpo_runs[f"zero{stage}"] / "run" / "checkpoint-3"
-    assert json.loads((checkpoint / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
-    model = AutoModelForCausalLM.from_pretrained(checkpoint)
-    assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied, written once
-    single = _weights(grpo_runs["one"] / "run", 3)
-    for name, tensor in model.state_dict().items():
-        torch.testing.assert_close(tensor, single[name if name in single else "model.embed_tokens.weight"],
-                                   rtol=1e-5, atol=1e-6)
+    checkpoint = assert_checkpoint_loads_as_one_process_wrote_it(grpo_runs, f"zero{stage}")
     assert (checkpoint / "deepspeed" / "state").is_dir()  # DeepSpeed's partitioned optimizer state
     assert not list((grpo_runs[f"zero{stage}"] / "run").glob(".tmp-*"))  # staged, then moved in
 

@@ -92,17 +92,24 @@ def test_each_rank_holds_half_of_every_parameter_and_of_the_optimizer_state(grpo
     assert [h["optimizer"] for h in held] == [one["optimizer"] // 2] * 2  # AdamW's moments: sharded too
 
 
-def test_sharded_checkpoint_loads_in_transformers(grpo_runs):
+def assert_checkpoint_loads_as_one_process_wrote_it(grpo_runs, name: str):
+    """`name`'s step-3 checkpoint loads in plain transformers, head still tied, with the weights the
+    one-process run wrote. Returns the checkpoint's directory."""
     from transformers import AutoModelForCausalLM
 
-    checkpoint = grpo_runs["sharded"] / "run" / "checkpoint-3"
+    checkpoint = grpo_runs[name] / "run" / "checkpoint-3"
     assert json.loads((checkpoint / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
     model = AutoModelForCausalLM.from_pretrained(checkpoint)
     assert model.lm_head.weight is model.model.embed_tokens.weight  # still tied, written once
     single = _weights(grpo_runs["one"] / "run", 3)
-    for name, tensor in model.state_dict().items():
-        torch.testing.assert_close(tensor, single[name if name in single else "model.embed_tokens.weight"],
+    for key, tensor in model.state_dict().items():
+        torch.testing.assert_close(tensor, single[key if key in single else "model.embed_tokens.weight"],
                                    rtol=1e-5, atol=1e-6)
+    return checkpoint
+
+
+def test_sharded_checkpoint_loads_in_transformers(grpo_runs):
+    checkpoint = assert_checkpoint_loads_as_one_process_wrote_it(grpo_runs, "sharded")
     reference = torch.load(checkpoint / "reference" / "weights.pt", weights_only=True)
     assert all(not hasattr(t, "to_local") for t in reference.values())  # full tensors, not shards
 
