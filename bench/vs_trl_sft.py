@@ -18,7 +18,9 @@ bookkeeping all count; the first `--warmup` steps (and start-up: imports, loadin
 do not. A run's figure is its measured tokens over its measured seconds. Rounds alternate TRL's
 configurations and aha, per precision, so a busy machine hurts both alike; the ratio of a round is
 aha's tokens/s over the best TRL configuration's in that precision; the median over rounds is reported.
-The last line printed is one JSON object.
+aha runs with its defaults, which run the template prefix all rows share once per micro-batch
+(`sft.share_prefix`); `--unshared-too` adds an aha run per round with it off, so both are measured
+against the same TRL runs. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ def length_stats(model_dir: str, path: str) -> dict:
 
 # ---------------------------------------------------------------- aha worker (runs in a subprocess)
 
-def aha_worker(model_dir: str, data_path: str, s: SFTSettings, precision: str, out_dir: str) -> None:
+def aha_worker(model_dir: str, data_path: str, s: SFTSettings, precision: str, out_dir: str,
+               extra: list[str]) -> None:
     from aha.config import SFTConfig, load_config
     from aha.events import Events
     from aha.stages import sft
@@ -126,7 +129,7 @@ def aha_worker(model_dir: str, data_path: str, s: SFTSettings, precision: str, o
                  "sft.epochs=1", f"sft.batch_rows={s.batch_rows}", f"sft.lr={s.lr}", "sft.schedule=constant",
                  "sft.warmup_ratio=0", "sft.weight_decay=0", f"sft.max_grad_norm={s.max_grad_norm}",
                  f"model.precision={precision}", f"run.threads={s.threads}", f"run.seed={s.seed}",
-                 "run.save_every=1000000", "run.progress=false", f"run.out_dir={out_dir}", "run.name=sft"]
+                 "run.save_every=1000000", "run.progress=false", f"run.out_dir={out_dir}", "run.name=sft", *extra]
     cfg = load_config(SFTConfig, None, overrides)
     marks: list[tuple[float, dict]] = []
 
@@ -137,7 +140,7 @@ def aha_worker(model_dir: str, data_path: str, s: SFTSettings, precision: str, o
     sft.run(cfg, Path(out_dir) / "sft", Events([listen]))
     records = []
     for (t0, _), (t1, row) in zip(marks, marks[1:]):
-        records.append({"step_s": t1 - t0, "update_s": row["seconds/update"], "tokens": row["forward_tokens"],
+        records.append({"step_s": t1 - t0, "update_s": row["seconds/update"], "tokens": row["row_tokens"],
                         "completion_tokens": row["tokens_trained"], "loss": row["loss"]})
     C.emit({"side": "aha", "precision": precision, "steps": records, "peak_rss_mb": C.peak_rss_mb()})
 
@@ -160,9 +163,11 @@ def main() -> None:
     p.add_argument("--trl-config", choices=TRL_CONFIGS, action="append", help="default: all three")
     p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "aha-bench-qwen2-3m-words")
     p.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "aha-bench-sft")
+    p.add_argument("--unshared-too", action="store_true",
+                   help="also run aha with sft.share_prefix=false (the template prefix run in every row)")
     args, rest = p.parse_known_args()
     if args.worker:
-        return aha_worker(rest[0], rest[1], SFTSettings(**json.loads(rest[2])), rest[3], rest[4])
+        return aha_worker(rest[0], rest[1], SFTSettings(**json.loads(rest[2])), rest[3], rest[4], json.loads(rest[5]))
 
     s = SFTSettings(batch_rows=args.batch_rows, steps=args.steps, warmup=args.warmup)
     precisions = args.precision or list(PRECISIONS)
@@ -175,8 +180,9 @@ def main() -> None:
     print(f"rows: {lengths['rows']} of {lengths['min']}–{lengths['max']} tokens (median {lengths['median']}, "
           f"prompt {lengths['prompt_tokens']}); {lengths['tokens']} tokens, {lengths['completion_tokens']} trained",
           flush=True)
-    runs: dict[str, dict[str, list[dict]]] = {pr: {name: [] for name in [*configs, "aha"]} for pr in precisions}
-    ratios: dict[str, list[float]] = {pr: [] for pr in precisions}
+    arms = {"aha": [], **({"aha_unshared": ["sft.share_prefix=false"]} if args.unshared_too else {})}
+    runs: dict[str, dict[str, list[dict]]] = {pr: {name: [] for name in [*configs, *arms]} for pr in precisions}
+    ratios: dict[str, dict[str, list[float]]] = {pr: {arm: [] for arm in arms} for pr in precisions}
     for r in range(args.rounds):
         for precision in precisions:
             speeds = {}
@@ -185,22 +191,26 @@ def main() -> None:
                                                      s.to_json(), precision, name])
                 runs[precision][name].append(res)
                 speeds[name] = throughput(res, s.warmup)
-            with tempfile.TemporaryDirectory() as tmp:
-                res = run_worker(sys.executable, [__file__, "--worker", "aha", str(model_dir), paths["aha"], s.to_json(),
-                                                  precision, tmp])
-            runs[precision]["aha"].append(res)
-            speeds["aha"] = throughput(res, s.warmup)
+            for arm, extra in arms.items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    res = run_worker(sys.executable, [__file__, "--worker", "aha", str(model_dir), paths["aha"],
+                                                      s.to_json(), precision, tmp, json.dumps(extra)])
+                runs[precision][arm].append(res)
+                speeds[arm] = throughput(res, s.warmup)
             best = max((n for n in configs), key=lambda n: speeds[n])
-            ratios[precision].append(speeds["aha"] / speeds[best])
+            for arm in arms:
+                ratios[precision][arm].append(speeds[arm] / speeds[best])
             figures = "  ".join(f"{n} {v:.0f}" for n, v in speeds.items())
-            print(f"round {r + 1}/{args.rounds} {precision:10} tokens/s: {figures}  → aha / best TRL ({best}) "
-                  f"{ratios[precision][-1]:.2f}x", flush=True)
+            said = ", ".join(f"{arm} / best TRL ({best}) {ratios[precision][arm][-1]:.2f}x" for arm in arms)
+            print(f"round {r + 1}/{args.rounds} {precision:10} tokens/s: {figures}  → {said}", flush=True)
     result = {"settings": {**asdict(s), "trl": TRL_SPEC, "rounds": args.rounds}, "rows": lengths, "precisions": {}}
     for precision in precisions:
         per = {name: [throughput(x, s.warmup) for x in res] for name, res in runs[precision].items()}
         summary = {
             "tokens_per_s": per, "median_tokens_per_s": {n: C.median(v) for n, v in per.items()},
-            "ratios": ratios[precision], "ratio_median": C.median(ratios[precision]),
+            "ratios": ratios[precision]["aha"], "ratio_median": C.median(ratios[precision]["aha"]),
+            **({"ratios_unshared": ratios[precision]["aha_unshared"],
+                "ratio_median_unshared": C.median(ratios[precision]["aha_unshared"])} if args.unshared_too else {}),
             "update_s_aha": C.median([x["update_s"] for res in runs[precision]["aha"] for x in res["steps"][s.warmup:]]),
             "first_step_loss": {n: res[0]["steps"][0]["loss"] for n, res in runs[precision].items()},
             "completion_tokens_trained": {n: sum(x["completion_tokens"] for x in res[0]["steps"])
@@ -210,7 +220,7 @@ def main() -> None:
         result["precisions"][precision] = summary
         med = ", ".join(f"{n} {v:.0f}" for n, v in summary["median_tokens_per_s"].items())
         print(f"{precision}: median tokens/s {med}; aha / best TRL per round "
-              f"{[round(x, 2) for x in ratios[precision]]}, median {summary['ratio_median']:.2f}x "
+              f"{[round(x, 2) for x in ratios[precision]['aha']]}, median {summary['ratio_median']:.2f}x "
               f"(target ≥ 2); first-step loss {summary['first_step_loss']}; completion tokens trained "
               f"{summary['completion_tokens_trained']}", flush=True)
     print(json.dumps(result))

@@ -20,18 +20,23 @@ from aha.tasks import get_task
 from aha.tasks.division import check_trace
 from aha.tasks.records import RecordError
 from aha.template import build_prompt
-from aha.train.layout import RolloutBatch, micro_batches
+from aha.train.layout import MIN_SHARED_PREFIX, RolloutBatch, micro_batches, sft_micro_batches
 from aha.train.sft_data import load_dataset, tokenize
 from aha.train.update import optimizer_step
 
 
-def traces(path, n=120, seed=1):
+# A system text in plain words: the embedded tokenizer spells it in many tokens (its R1 template is
+# one added token), so rows share a long token prefix, as templated data does with a real tokenizer.
+INSTRUCTION = "Solve the division below. Check the product before you answer, and step down when it is too high. "
+
+
+def traces(path, n=120, seed=1, instruction=""):
     """Correct checking traces of the embedded task, as prompt/completion rows."""
     with path.open("w") as f:
         for p in get_task("division").problems("train", n, seed):
             a, b = p.meta["a"], p.meta["b"]
             completion = f" <think>{check_trace(a, b)}</think> <answer>{a // b}</answer>"
-            f.write(json.dumps({"prompt": build_prompt(p.question), "completion": completion}) + "\n")
+            f.write(json.dumps({"prompt": instruction + build_prompt(p.question), "completion": completion}) + "\n")
     return path
 
 
@@ -48,18 +53,28 @@ def naive_nll(model, examples):
     return total / count
 
 
+@pytest.mark.parametrize("layout", ["grouped", "prefix"])
 @pytest.mark.parametrize("budget", [64, 100_000], ids=["many-micro-batches", "one-micro-batch"])
-def test_loss_and_gradients_equal_the_naive_per_row_reference(tmp_path, tiny_model_dir, budget):
+def test_loss_and_gradients_equal_the_naive_per_row_reference(tmp_path, tiny_model_dir, budget, layout):
+    """Both SFT layouts: identical prompts run once per group, or the template prefix every row
+    shares runs once per micro-batch with the rest of each prompt attended to but never scored."""
     model, tokenizer = load_model_dir(tiny_model_dir)
-    data = load_dataset(DataConfig(path=str(traces(tmp_path / "t.jsonl", 12)), held_out=0.0), tokenizer, 0)
+    rows = traces(tmp_path / "t.jsonl", 12, instruction=INSTRUCTION)
+    data = load_dataset(DataConfig(path=str(rows), held_out=0.0), tokenizer, 0)
     # Rows of different lengths, and two rows sharing one prompt (grouped in one prompt pass).
     examples = data.train[:5] + [type(data.train[0])(data.train[0].prompt_ids, data.train[1].completion_ids, "x")]
     batch = RolloutBatch([e.prompt_ids for e in examples], [e.completion_ids for e in examples], None, None)
-    micro = micro_batches(batch, len(examples), tokenizer.pad_token_id, "cpu", True, budget)
+    micro = sft_micro_batches(batch, tokenizer.pad_token_id, "cpu", budget, share_prefix=layout == "prefix")
+    shared = os.path.commonprefix([e.prompt_ids for e in examples])
+    if layout == "prefix":  # the template's tokens are the only prompt the forward runs
+        assert len(shared) >= MIN_SHARED_PREFIX
+        assert all(mb.score_mask is not None and mb.prompt_ids.tolist() == [shared] for mb in micro)
+    else:
+        assert all(mb.score_mask is None for mb in micro)
     nll = OBJECTIVES["nll"]
     sgd = torch.optim.SGD(model.parameters(), lr=0.0)  # a step that changes nothing: gradients stay readable
     model.zero_grad()
-    stats = optimizer_step(model, sgd, micro, lambda m, mb, logp: nll(logp, mb.mask, n_tokens=batch.n_tokens),
+    stats = optimizer_step(model, sgd, micro, lambda m, mb, logp: nll(logp, mb.loss_mask, n_tokens=batch.n_tokens),
                            temperature=1.0, max_grad_norm=1e9, bf16=False, n_tokens=batch.n_tokens)
     ours = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
@@ -90,19 +105,25 @@ def test_skipping_the_entropy_changes_no_loss_or_gradient(tmp_path, tiny_model_d
         torch.testing.assert_close(grads_without[name], grad, rtol=0, atol=0, msg=name)
 
 
-def test_no_prompt_or_padding_token_contributes(tmp_path, tiny_model_dir):
-    """Changing prompt tokens' *targets* cannot change the loss: only completion positions are scored."""
+@pytest.mark.parametrize("share_prefix", [False, True], ids=["grouped", "prefix"])
+def test_no_prompt_or_padding_token_contributes(tmp_path, tiny_model_dir, share_prefix):
+    """Whatever sits at prompt or pad positions cannot change the loss: only completion tokens are
+    scored, also where the prefix-shared layout carries the rest of each prompt as completion columns."""
     model, tokenizer = load_model_dir(tiny_model_dir)
-    data = load_dataset(DataConfig(path=str(traces(tmp_path / "t.jsonl", 8)), held_out=0.0), tokenizer, 0)
+    rows = traces(tmp_path / "t.jsonl", 8, instruction=INSTRUCTION)
+    data = load_dataset(DataConfig(path=str(rows), held_out=0.0), tokenizer, 0)
     examples = data.train[:4]
     batch = RolloutBatch([e.prompt_ids for e in examples], [e.completion_ids for e in examples], None, None)
-    for mb in micro_batches(batch, 4, tokenizer.pad_token_id, "cpu", True, 100_000):
+    for mb in sft_micro_batches(batch, tokenizer.pad_token_id, "cpu", 100_000, share_prefix=share_prefix):
         logp, _ = mb.logprobs(model, 1.0)
-        assert mb.mask.sum() == sum(len(examples[i].completion_ids) for i in mb.rows)
-        loss, _ = OBJECTIVES["nll"](logp, mb.mask, n_tokens=batch.n_tokens)
+        assert (mb.score_mask is not None) == share_prefix  # the prefix layout engaged where asked
+        assert mb.loss_mask.sum() == sum(len(examples[i].completion_ids) for i in mb.rows)
+        scored_tokens = [mb.tokens[r][mb.loss_mask[r].bool()].tolist() for r in range(len(mb.rows))]
+        assert scored_tokens == [examples[i].completion_ids for i in mb.rows]
+        loss, _ = OBJECTIVES["nll"](logp, mb.loss_mask, n_tokens=batch.n_tokens)
         poisoned = logp.detach().clone()
-        poisoned[mb.mask == 0] = -1e6  # whatever sits at pad positions must not count
-        assert OBJECTIVES["nll"](poisoned, mb.mask, n_tokens=batch.n_tokens)[0] == pytest.approx(float(loss))
+        poisoned[mb.loss_mask == 0] = -1e6  # whatever sits at prompt or pad positions must not count
+        assert OBJECTIVES["nll"](poisoned, mb.loss_mask, n_tokens=batch.n_tokens)[0] == pytest.approx(float(loss))
 
 
 def test_chat_rows_train_on_assistant_text_exactly(tmp_path, tiny_model_dir):

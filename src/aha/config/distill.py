@@ -51,7 +51,7 @@ class DistillConfig:
     """`aha distill --teacher T --student S`: teacher traces → verified, filtered, deduped,
     decontaminated → SFT of the student."""
 
-    FREE_ON_RESUME = ("run.progress", "run.threads", "rollout.max_batch", "sft.micro_batch_tokens")
+    FREE_ON_RESUME = ("run.progress", "run.threads", "rollout.max_batch", "sft.micro_batch_tokens", "sft.share_prefix")
 
     run: RunConfig = field(default_factory=lambda: RunConfig(name="distill", save_every=100))
     model: ModelConfig = field(default_factory=ModelConfig)  # the student ("embedded" = the tiny base)

@@ -32,7 +32,7 @@ from aha.observe.cost import CostLedger, count_params
 from aha.stages.pretrain import base_model_dir
 from aha.train import checkpoint, dist, guard, optim, session, sharding, unpadded, zero_ds
 from aha.train.forward import autocast, prefer_fast_attention
-from aha.train.layout import RolloutBatch, micro_batches
+from aha.train.layout import RolloutBatch, sft_micro_batches
 from aha.train.sft_data import Example, load_dataset
 from aha.train.signals import StopRequested, graceful_stop
 from aha.train.update import optimizer_step
@@ -143,10 +143,10 @@ class _Trainer:
 
     def _micro(self, examples: list[Example]):
         batch = RolloutBatch([e.prompt_ids for e in examples], [e.completion_ids for e in examples], None, None)
-        # Each row is its own "group" of one: the unpadded layout packs them into one flat sequence
-        # per micro-batch with attention kept inside each row.
-        return batch, micro_batches(batch, len(examples), self.pad_id, self.device, share_prompts=True,
-                                    micro_batch_tokens=self.cfg.sft.micro_batch_tokens)
+        # The unpadded layout packs rows into one flat sequence per micro-batch with attention kept
+        # inside each row; a prefix all rows share (the prompt template) runs once per micro-batch.
+        return batch, sft_micro_batches(batch, self.pad_id, self.device, self.cfg.sft.micro_batch_tokens,
+                                        share_prefix=self.cfg.sft.share_prefix)
 
     def train_step(self, step: int, epoch: int, examples: list[Example]) -> dict:
         clock = time.time()
@@ -156,18 +156,21 @@ class _Trainer:
         nll = OBJECTIVES.get_or_raise("nll")
         self.model.train()
         stats = optimizer_step(self.model, self.optimizer, micro,
-                               lambda m, mb, logp: nll(logp, mb.mask, n_tokens=n_tokens),
+                               lambda m, mb, logp: nll(logp, mb.loss_mask, n_tokens=n_tokens),
                                temperature=1.0, max_grad_norm=self.cfg.sft.max_grad_norm, bf16=self.cfg.model.bf16,
                                n_tokens=n_tokens, entropy=False, dist=self.dist)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         seconds = time.time() - clock
+        # The rows' own tokens (prompt + completion, what the data holds) and what ran through the
+        # model: fewer where a shared prefix ran once per micro-batch.
+        row_tokens = sum(len(e.prompt_ids) + len(e.completion_ids) for e in examples)
         forward_tokens = int(self.dist.all_sum([sum(m.forward_tokens for m in micro)])[0])
         self.ledger.add("update", seconds=seconds, tokens_trained=forward_tokens)
         return {"step": step, "epoch": epoch, "loss": stats["loss"], "grad_norm": stats["grad_norm"],
                 "skipped": stats["skipped"], "lr": lr, "rows": len(examples),
-                "tokens_trained": n_tokens, "forward_tokens": forward_tokens, "seconds/update": seconds,
-                "tokens_per_second": forward_tokens / max(seconds, 1e-9)}
+                "tokens_trained": n_tokens, "row_tokens": row_tokens, "forward_tokens": forward_tokens,
+                "seconds/update": seconds, "tokens_per_second": row_tokens / max(seconds, 1e-9)}
 
     @torch.no_grad()
     def held_out_loss(self, examples: list[Example]) -> float:
@@ -180,7 +183,7 @@ class _Trainer:
         with autocast(self.device, self.cfg.model.bf16):
             for mb in micro:
                 logp, _ = mb.logprobs(self.model, 1.0)
-                total += float(-(logp.float() * mb.mask).sum())
+                total += float(-(logp.float() * mb.loss_mask).sum())
         return total / max(batch.n_tokens, 1)
 
     def save(self) -> Path:

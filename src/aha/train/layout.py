@@ -5,6 +5,7 @@ distinct prompt once, its completions on top; unpadded where `aha.train.unpadded
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +82,14 @@ class MicroBatch:
     prompt_ids: torch.Tensor | None = None  # (Gm, P)
     prompt_mask: torch.Tensor | None = None  # (Gm, P); None when no prompt is padded
     owner: torch.Tensor | None = None  # (N,) index into prompt_ids
+    # prefix-shared layout (SFT): the completion columns a supervised loss scores; None = all of `mask`
+    score_mask: torch.Tensor | None = None
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """(N, Tc): the tokens a supervised loss scores — the completions', not the rest of a prompt
+        that the prefix-shared layout carries in front of them (`sft_micro_batches`)."""
+        return self.mask if self.score_mask is None else self.score_mask
 
     def logprobs(self, model, temperature: float, entropy: bool = False):
         """Log-probs (N, Tc) of the completion tokens and, if asked, their entropies (detached)."""
@@ -162,3 +171,47 @@ def micro_batches(batch: RolloutBatch, micro_batch_size: int, pad_id: int, devic
     return [_shared_micro(batch, groups_, pad_id, device) for groups_ in packed]
 
 
+
+
+# Templated SFT data (R1's prompt template, a chat template's system turn) starts every row with the
+# same tokens, and under causal attention their hidden states are the same in every row. So a
+# micro-batch can run them once, as GRPO runs a group's prompt once, with each row's remainder — the
+# rest of its prompt (attended to, never scored) and its completion — on top. Below this many
+# shared tokens the split is not worth a layout of its own.
+MIN_SHARED_PREFIX = 16
+
+
+def sft_micro_batches(batch: RolloutBatch, pad_id: int, device, micro_batch_tokens: int,
+                      share_prefix: bool = True) -> list[MicroBatch]:
+    """SFT's micro-batches of ≤ micro_batch_tokens padded tokens (at least one row each). With
+    `share_prefix`, when the rows' prompts share a token prefix that saves more than grouping
+    identical prompts would, each micro-batch runs that prefix once and scores only completion tokens
+    (`MicroBatch.loss_mask`); otherwise identical prompts run once per group (`micro_batches`)."""
+    n_rows = len(batch.prompt_ids)
+    prefix = len(os.path.commonprefix(batch.prompt_ids)) if share_prefix and n_rows > 1 else 0
+    grouped_saving = sum((len(g) - 1) * len(batch.prompt_ids[g[0]]) for g in _prompt_groups(batch, n_rows))
+    if prefix < MIN_SHARED_PREFIX or (n_rows - 1) * prefix <= grouped_saving:
+        return micro_batches(batch, n_rows, pad_id, device, share_prompts=True, micro_batch_tokens=micro_batch_tokens)
+    split = RolloutBatch([p[:prefix] for p in batch.prompt_ids],
+                         [p[prefix:] + c for p, c in zip(batch.prompt_ids, batch.completion_ids)], None, None)
+    micro = []
+    for rows in _length_capped_pieces(split, prefix, micro_batch_tokens):
+        mb = _shared_micro(split, [rows], pad_id, device)
+        mb.score_mask = mb.mask.clone()
+        for r, i in enumerate(rows):
+            mb.score_mask[r, : len(batch.prompt_ids[i]) - prefix] = 0
+        micro.append(mb)
+    return micro
+
+
+def _length_capped_pieces(batch: RolloutBatch, prefix: int, cap: int) -> list[list[int]]:
+    """Rows sorted by length, cut so that the prefix plus the rows padded to their longest stays
+    ≤ cap tokens (at least one row a piece): similar lengths together, little attention on pads."""
+    pieces: list[list[int]] = [[]]
+    for i in sorted(range(len(batch.completion_ids)), key=lambda i: len(batch.completion_ids[i])):
+        grown = pieces[-1] + [i]
+        if pieces[-1] and prefix + len(grown) * len(batch.completion_ids[i]) > cap:
+            pieces.append([i])
+        else:
+            pieces[-1] = grown
+    return pieces
