@@ -157,20 +157,27 @@ def micro_batches(batch: RolloutBatch, micro_batch_size: int, pad_id: int, devic
             return len(rows) * comp + len(unit_list) * max(len(batch.prompt_ids[u[0]]) for u in unit_list)
         return len(rows) * max(length(i) for i in rows)
 
-    packed: list[list[list[int]]] = [[]]
-    for unit in units:
-        grown = packed[-1] + [unit]
-        too_many = sum(map(len, grown)) > micro_batch_size
-        too_long = micro_batch_tokens is not None and cost(grown) > micro_batch_tokens
-        if packed[-1] and (too_many or too_long):
-            packed.append([unit])
-        else:
-            packed[-1] = grown
+    def too_big(unit_list: list[list[int]]) -> bool:
+        too_many = sum(map(len, unit_list)) > micro_batch_size
+        return too_many or (micro_batch_tokens is not None and cost(unit_list) > micro_batch_tokens)
+
+    packed = _pack(units, too_big)
     if not share_prompts:
         return [_plain_micro(batch, [i for u in units_ for i in u], pad_id, device) for units_ in packed]
     return [_shared_micro(batch, groups_, pad_id, device) for groups_ in packed]
 
 
+def _pack(units: list[list[int]], too_big) -> list[list[list[int]]]:
+    """Units in order, greedily: a new micro-batch starts where adding the next unit would make the
+    current one `too_big`; each holds at least one unit."""
+    packed: list[list[list[int]]] = [[]]
+    for unit in units:
+        grown = packed[-1] + [unit]
+        if packed[-1] and too_big(grown):
+            packed.append([unit])
+        else:
+            packed[-1] = grown
+    return packed
 
 
 # Templated SFT data (R1's prompt template, a chat template's system turn) starts every row with the
@@ -194,8 +201,16 @@ def sft_micro_batches(batch: RolloutBatch, pad_id: int, device, micro_batch_toke
         return micro_batches(batch, n_rows, pad_id, device, share_prompts=True, micro_batch_tokens=micro_batch_tokens)
     split = RolloutBatch([p[:prefix] for p in batch.prompt_ids],
                          [p[prefix:] + c for p, c in zip(batch.prompt_ids, batch.completion_ids)], None, None)
+    # Length-sorted pieces whose prefix plus rows padded to their longest fit the token cap: similar
+    # lengths together, little attention on pads.
+    def length(i: int) -> int:
+        return len(split.completion_ids[i])
+
+    units = [[i] for i in sorted(range(n_rows), key=length)]
+    pieces = _pack(units, lambda us: prefix + len(us) * length(us[-1][0]) > micro_batch_tokens)
     micro = []
-    for rows in _length_capped_pieces(split, prefix, micro_batch_tokens):
+    for piece in pieces:
+        rows = [i for unit in piece for i in unit]
         mb = _shared_micro(split, [rows], pad_id, device)
         mb.score_mask = mb.mask.clone()
         for r, i in enumerate(rows):
@@ -203,15 +218,3 @@ def sft_micro_batches(batch: RolloutBatch, pad_id: int, device, micro_batch_toke
         micro.append(mb)
     return micro
 
-
-def _length_capped_pieces(batch: RolloutBatch, prefix: int, cap: int) -> list[list[int]]:
-    """Rows sorted by length, cut so that the prefix plus the rows padded to their longest stays
-    ≤ cap tokens (at least one row a piece): similar lengths together, little attention on pads."""
-    pieces: list[list[int]] = [[]]
-    for i in sorted(range(len(batch.completion_ids)), key=lambda i: len(batch.completion_ids[i])):
-        grown = pieces[-1] + [i]
-        if pieces[-1] and prefix + len(grown) * len(batch.completion_ids[i]) > cap:
-            pieces.append([i])
-        else:
-            pieces[-1] = grown
-    return pieces
