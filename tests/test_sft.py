@@ -218,3 +218,26 @@ def test_sft_weights_change(tmp_path, tiny_model_dir):
     assert CliRunner().invoke(app, args).exit_code == 0
     before, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(tmp_path / "sft" / "model" / "model.safetensors"))
     assert [k for k in before if torch.equal(before[k], after[k])] == []
+
+
+def test_a_shared_template_prefix_runs_once_and_trains_the_same_run(tmp_path, tiny_model_dir):
+    """`aha sft` on templated rows: with `sft.share_prefix` fewer tokens go through the model than
+    the rows hold, and losses, held-out losses and weights match the run without it up to rounding."""
+    data = traces(tmp_path / "traces.jsonl", 48, instruction=INSTRUCTION)
+    common = ["sft", str(data), f"model.path={tiny_model_dir}", f"run.out_dir={tmp_path}", "sft.batch_rows=16",
+              "sft.lr=3e-3", "sft.epochs=1", "data.held_out=0.2", "run.threads=1", "run.progress=false"]
+    for shared in (True, False):
+        flag = str(shared).lower()
+        result = CliRunner().invoke(app, [*common, f"run.name=shared-{flag}", f"sft.share_prefix={flag}"])
+        assert result.exit_code == 0, result.output
+    on, off = (runs.read_jsonl(tmp_path / name / "metrics.jsonl") for name in ("shared-true", "shared-false"))
+    assert len(on) == len(off) >= 2
+    for a, b in zip(on, off):
+        assert a["row_tokens"] == b["row_tokens"] == b["forward_tokens"] > a["forward_tokens"]
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+        if "held_out_loss" in b:
+            assert a["held_out_loss"] == pytest.approx(b["held_out_loss"], rel=1e-4)
+    w_on = load_file(str(tmp_path / "shared-true" / "model" / "model.safetensors"))
+    w_off = load_file(str(tmp_path / "shared-false" / "model" / "model.safetensors"))
+    for name in w_off:
+        torch.testing.assert_close(w_on[name], w_off[name], rtol=1e-3, atol=1e-4, msg=name)
