@@ -152,6 +152,27 @@ def throughput(run: dict, warmup: int) -> float:
     return sum(r["tokens"] for r in steps) / sum(r["step_s"] for r in steps)
 
 
+def summarize(precision: str, runs: dict[str, list[dict]], ratios: dict[str, list[float]], warmup: int) -> dict:
+    """One precision's figures over the rounds (every TRL configuration and aha arm), printed and returned."""
+    per = {name: [throughput(x, warmup) for x in res] for name, res in runs.items()}
+    summary = {
+        "tokens_per_s": per, "median_tokens_per_s": {n: C.median(v) for n, v in per.items()},
+        "ratios": ratios["aha"], "ratio_median": C.median(ratios["aha"]),
+        **({"ratios_unshared": ratios["aha_unshared"], "ratio_median_unshared": C.median(ratios["aha_unshared"])}
+           if "aha_unshared" in ratios else {}),
+        "update_s_aha": C.median([x["update_s"] for res in runs["aha"] for x in res["steps"][warmup:]]),
+        "first_step_loss": {n: res[0]["steps"][0]["loss"] for n, res in runs.items()},
+        "completion_tokens_trained": {n: sum(x["completion_tokens"] for x in res[0]["steps"]) for n, res in runs.items()},
+        "peak_rss_mb": {n: max(x["peak_rss_mb"] for x in res) for n, res in runs.items()},
+    }
+    med = ", ".join(f"{n} {v:.0f}" for n, v in summary["median_tokens_per_s"].items())
+    print(f"{precision}: median tokens/s {med}; aha / best TRL per round "
+          f"{[round(x, 2) for x in ratios['aha']]}, median {summary['ratio_median']:.2f}x "
+          f"(target ≥ 2); first-step loss {summary['first_step_loss']}; completion tokens trained "
+          f"{summary['completion_tokens_trained']}", flush=True)
+    return summary
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worker", choices=["aha"], help=argparse.SUPPRESS)
@@ -205,24 +226,7 @@ def main() -> None:
             print(f"round {r + 1}/{args.rounds} {precision:10} tokens/s: {figures}  → {said}", flush=True)
     result = {"settings": {**asdict(s), "trl": TRL_SPEC, "rounds": args.rounds}, "rows": lengths, "precisions": {}}
     for precision in precisions:
-        per = {name: [throughput(x, s.warmup) for x in res] for name, res in runs[precision].items()}
-        summary = {
-            "tokens_per_s": per, "median_tokens_per_s": {n: C.median(v) for n, v in per.items()},
-            "ratios": ratios[precision]["aha"], "ratio_median": C.median(ratios[precision]["aha"]),
-            **({"ratios_unshared": ratios[precision]["aha_unshared"],
-                "ratio_median_unshared": C.median(ratios[precision]["aha_unshared"])} if args.unshared_too else {}),
-            "update_s_aha": C.median([x["update_s"] for res in runs[precision]["aha"] for x in res["steps"][s.warmup:]]),
-            "first_step_loss": {n: res[0]["steps"][0]["loss"] for n, res in runs[precision].items()},
-            "completion_tokens_trained": {n: sum(x["completion_tokens"] for x in res[0]["steps"])
-                                          for n, res in runs[precision].items()},
-            "peak_rss_mb": {n: max(x["peak_rss_mb"] for x in res) for n, res in runs[precision].items()},
-        }
-        result["precisions"][precision] = summary
-        med = ", ".join(f"{n} {v:.0f}" for n, v in summary["median_tokens_per_s"].items())
-        print(f"{precision}: median tokens/s {med}; aha / best TRL per round "
-              f"{[round(x, 2) for x in ratios[precision]['aha']]}, median {summary['ratio_median']:.2f}x "
-              f"(target ≥ 2); first-step loss {summary['first_step_loss']}; completion tokens trained "
-              f"{summary['completion_tokens_trained']}", flush=True)
+        result["precisions"][precision] = summarize(precision, runs[precision], ratios[precision], s.warmup)
     print(json.dumps(result))
 
 
