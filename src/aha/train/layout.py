@@ -212,9 +212,10 @@ def sft_micro_batches(batch: RolloutBatch, pad_id: int, device, micro_batch_toke
     for piece in pieces:
         rows = [i for unit in piece for i in unit]
         mb = _shared_micro(split, [rows], pad_id, device)
-        mb.score_mask = mb.mask.clone()
-        for r, i in enumerate(rows):
-            mb.score_mask[r, : len(batch.prompt_ids[i]) - prefix] = 0
+        # Each row's first (prompt length − prefix) columns are the rest of its prompt: not scored.
+        unscored = torch.tensor([len(batch.prompt_ids[i]) - prefix for i in rows], device=mb.mask.device)
+        columns = torch.arange(mb.mask.shape[1], device=mb.mask.device)
+        mb.score_mask = mb.mask * (columns[None, :] >= unscored[:, None])
         micro.append(mb)
     return micro
 
