@@ -26,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -156,16 +157,27 @@ def init() -> Dist:
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         torch_dist.init_process_group(backend)
-        # A group left to the interpreter's teardown can abort the process (gloo's worker threads
-        # still hold work when Python finalizes: "terminate called without an active exception",
-        # SIGABRT, seen here about once in ten 2-process runs): destroy it while Python is alive.
         atexit.register(_destroy)
     return _view()
 
 
+# How long the exit hook leaves the GIL free for gloo's worker threads (see `_destroy`).
+_GLOO_DRAIN_S = 0.1
+
+
 def _destroy() -> None:
+    """Run at exit, while Python is still whole. A gloo worker thread drops its finished work (and
+    the Python-owned tensors that work holds, e.g. `broadcast_object_list`'s buffer) only after the
+    caller's wait has returned; that drop needs the GIL. Were the process already finalizing, the
+    thread could not take it, Python would end the thread mid-destructor, and libstdc++ would abort
+    the rank ("terminate called without an active exception", SIGABRT; gdb: ~AsyncBroadcastWork in
+    ProcessGroupGloo::runLoop → take_gil → pthread_exit). It hit about one 2-process run in eight,
+    with or without destroying the group, since modules that hold the model (FSDP's mesh) keep it
+    alive. Sleeping releases the GIL, so a thread in that window finishes now; no rank waits on
+    another, so a rank leaving on an error cannot hang here."""
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
+    time.sleep(_GLOO_DRAIN_S)
 
 
 def _view() -> Dist:
