@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from aha.algo.selection import unreadable_reason
-from aha.tasks import get_task
 from aha.template import parse_response
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -22,7 +21,6 @@ def load(name):
 
 def test_cold_start_traces_are_readable_correct_and_in_r1_format():
     rows = load("cold_start").cold_start_rows(50)
-    task = get_task("division")
     assert rows == load("cold_start").cold_start_rows(50)
     for row in rows:
         assert row["prompt"].endswith("Assistant:") and row["completion"].startswith(" <think>")
@@ -50,3 +48,16 @@ def test_mixing_report_reference(tmp_path):
     text = mixing.report(rows, [0, 1])
     assert "ratio to base 2.2× [-0.9, 5.4]" in text  # ratios 2.0, 2.5: mean 2.25, half 12.706·0.25
     assert "cost (paired) 1.5 points" in text
+
+
+def test_rm_study_breakdown_counts_every_pair_once_under_its_qualities(tmp_path, tiny_model_dir):
+    from aha.models.reward import init_reward_model
+
+    model, tokenizer = init_reward_model(tiny_model_dir)
+    model.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    hits = load("rm_study").by_quality(tmp_path / "rm", seed=0, split="test", n=40)
+    assert len(hits["all"]) == 40 and set(hits["all"]) <= {0.0, 1.0}
+    by_pair = {k: v for k, v in hits.items() if k != "all"}
+    assert sum(map(len, by_pair.values())) == 40 and sum(map(sum, by_pair.values())) == sum(hits["all"])
+    assert all(" > " in k and k.split(" > ")[0] != k.split(" > ")[1] for k in by_pair)
