@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,18 +25,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import TINY  # noqa: E402  (the tests' tiny base: seconds to build)
 from test_fsdp import SETTINGS  # noqa: E402
+from test_multiproc import LENGTH_REWARD, _free_port  # noqa: E402
 
 from aha.stages.pretrain import pretrain  # noqa: E402
 from aha.tasks import get_task  # noqa: E402
-
-REWARD = "def length_reward(completions, **columns):\n    return [min(len(c), 40) / 40 for c in completions]\n"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 # The exit hook as it was before the pause: destroy the group, nothing else (even `sleep(0)` would
 # release the GIL). `init` registers the module's `_destroy` when it runs, so replacing it first is enough.
@@ -77,7 +68,7 @@ def main() -> None:
     if not (model / "config.json").exists():
         torch.set_num_threads(1)
         pretrain(TINY, get_task("division"), model)
-    reward.write_text(REWARD)
+    reward.write_text(LENGTH_REWARD)
     worker = ROOT / "tests" / "_grpo_worker.py"
     (args.out / "no_drain.py").write_text(NO_DRAIN.format(worker=str(worker)))
     scripts = {"drain": worker, "no-drain": args.out / "no_drain.py"}

@@ -173,8 +173,9 @@ def _destroy() -> None:
     the rank ("terminate called without an active exception", SIGABRT; gdb: ~AsyncBroadcastWork in
     ProcessGroupGloo::runLoop → take_gil → pthread_exit). It hit about one 2-process run in eight,
     with or without destroying the group, since modules that hold the model (FSDP's mesh) keep it
-    alive. Sleeping releases the GIL, so a thread in that window finishes now; no rank waits on
-    another, so a rank leaving on an error cannot hang here."""
+    alive. Sleeping releases the GIL, so a thread in that window finishes now (0.1 s is far more
+    than it needs on a busy 2-core machine, though no guarantee; `bench/multiproc_exit.py` counts
+    the aborts). No rank waits on another, so a rank leaving on an error cannot hang here."""
     if torch_dist.is_initialized():
         torch_dist.destroy_process_group()
     time.sleep(_GLOO_DRAIN_S)
