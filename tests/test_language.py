@@ -46,3 +46,16 @@ def test_reward_reads_only_the_chain_of_thought_and_per_sample_targets():
     assert language_consistency_reward(completions[:2], target_language=["zh", "zh"]) == [0.0, 0.5]
     with pytest.raises(ValueError):
         language_consistency_reward(completions, target_language=["en"])
+
+
+def test_general_prompts_are_left_to_the_reward_model():
+    """In all-scenario RL a general request needs no chain of thought: the reward skips it (None),
+    so an empty thought there is not paid less than a one-word one; reasoning prompts are scored."""
+    from aha.tasks.base import Problem
+
+    general = Problem(question="say 37", answer="37", id="g", meta={"kind": "general", "language": "en"})
+    reasoning = Problem(question="645 divided by 86", answer="7", id="r", meta={"language": "en"})
+    completions = ["<think></think> <answer>37</answer>", "<think>easy</think> <answer>37</answer>",
+                   "<think></think> <answer>7</answer>", "<think>try 7</think> <answer>7</answer>"]
+    rewards = language_consistency_reward(completions, problems=[general, general, reasoning, reasoning])
+    assert rewards == [None, None, 0.0, 1.0]

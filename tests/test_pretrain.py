@@ -23,3 +23,64 @@ def test_packing_keeps_every_document_whole_and_isolated(tiny_model_dir):
             assert torch.allclose(packed[r, s : s + len(doc)], alone, atol=1e-4)
             assert targets[r, s : s + len(doc) - 1].tolist() == doc[1:] and targets[r, s + len(doc) - 1] == -100
     assert (targets != -100).sum() == sum(len(d) - 1 for d in docs)
+
+
+def _is_division(document: str) -> bool:
+    return " divided by " in document or " 除以 " in document
+
+
+def test_general_documents_are_added_beside_the_same_reasoning_traces():
+    from aha.stages.pretrain import build_corpus
+    from aha.tasks import get_task
+    from aha.tasks.general import GeneralBilingualTask
+
+    task = get_task("division_bilingual")
+    before = build_corpus(task, 300, seed=3)
+    after = build_corpus(task, 375, seed=3, general_share=0.2)
+    general = [d for d in after if not _is_division(d)]
+    assert len(general) == 75  # round(375 × 0.2)
+    # The reasoning traces are the ones a corpus without general text holds (only the order moves).
+    assert sorted(d for d in after if _is_division(d)) == sorted(before)
+    # Every general document answers a train-split request: the held-out ones stay unseen.
+    held_out = {p.question for p in GeneralBilingualTask().problems("test", 2000, seed=0)}
+    asked = {d.split("User: ")[1].split(". Assistant:")[0] for d in general}
+    assert asked and not asked & held_out
+    assert all("</think> <answer>" in d and d.endswith("</answer>") for d in general)
+
+
+def test_a_base_without_general_text_keeps_its_name_and_one_with_it_gets_its_own():
+    from aha.config import PretrainConfig, TaskConfig
+    from aha.models.loading import embedded_base_dir, shipped_base_dir
+
+    task = TaskConfig(name="division_bilingual")
+    assert shipped_base_dir(PretrainConfig(), TaskConfig()) is not None  # the default base is still found
+    plain, general = PretrainConfig(documents=100), PretrainConfig(documents=100, general_share=0.2)
+    assert embedded_base_dir(plain, task) != embedded_base_dir(general, task)
+
+
+def test_shares_of_one_corpus_cannot_exceed_it():
+    import pytest
+
+    from aha.config import ConfigError, PretrainConfig
+
+    with pytest.raises(ConfigError, match="facts_share .* general_share"):
+        PretrainConfig(facts_share=0.6, general_share=0.5).validate("pretrain")
+    with pytest.raises(ConfigError, match="general_share"):
+        PretrainConfig(general_share=1.5).validate("pretrain")
+
+
+def test_the_bilingual_recipes_and_stages_share_the_shipped_base_that_has_read_general_requests():
+    from pathlib import Path
+
+    import aha
+    from aha.config import ZeroConfig, load_config
+    from aha.config.r1 import R1Config
+    from aha.config.rm import RMConfig
+    from aha.models.loading import shipped_base_dir
+
+    recipes = Path(aha.__file__).parent / "recipes"
+    zero = load_config(ZeroConfig, recipes / "zero-bilingual.yaml", validate=False)
+    r1 = load_config(R1Config, recipes / "r1-tiny.yaml", validate=False)
+    bases = {shipped_base_dir(c.pretrain, c.task) for c in (zero, r1, R1Config(), RMConfig())}
+    assert len(bases) == 1 and None not in bases  # one miniature: every R1 figure is on this base
+    assert zero.pretrain.general_share > 0

@@ -15,8 +15,8 @@ from aha.config import checks
 from aha.config.base import ConfigError
 from aha.config.rm import RMSection
 from aha.config.sections import (
-    EvalConfig, GRPOConfig, ModelConfig, PretrainConfig, PromptConfig, RewardModelSection, RolloutConfig, RunConfig,
-    TaskConfig,
+    BILINGUAL_PRETRAIN, EvalConfig, GRPOConfig, ModelConfig, PretrainConfig, PromptConfig, RewardModelSection,
+    RolloutConfig, RunConfig, TaskConfig,
 )
 from aha.config.stages import SampleSection, SFTSection
 
@@ -112,7 +112,7 @@ class R1Config:
 
     run: RunConfig = field(default_factory=lambda: RunConfig(name="r1", save_every=25))
     model: ModelConfig = field(default_factory=ModelConfig)  # the base ("embedded" = the tiny one)
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(documents=80_000))
+    pretrain: PretrainConfig = BILINGUAL_PRETRAIN
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="division_bilingual"))
     prompt: PromptConfig = field(default_factory=PromptConfig)
     rollout: RolloutConfig = field(default_factory=lambda: RolloutConfig(temperature=1.0, max_new_tokens=64))

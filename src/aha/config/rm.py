@@ -10,7 +10,7 @@ from typing import Literal
 
 from aha.config import checks
 from aha.config.base import ConfigError
-from aha.config.sections import ModelConfig, PretrainConfig, PromptConfig, RunConfig, TaskConfig
+from aha.config.sections import BILINGUAL_PRETRAIN, ModelConfig, PretrainConfig, PromptConfig, RunConfig, TaskConfig
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class RMConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(name="rm", save_every=100))
     # The body: "embedded" (the base of `task`, below) or any HF causal-LM directory.
     model: ModelConfig = field(default_factory=ModelConfig)
-    # The bilingual miniature's base (80k documents: the one shipped with aha).
-    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(documents=80_000))
+    # The bilingual miniature's base (the one shipped with aha): it has read general requests.
+    pretrain: PretrainConfig = BILINGUAL_PRETRAIN
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="division_bilingual"))
     # How synthetic pairs' prompts are rendered: as the GRPO run that uses the model renders them.
     prompt: PromptConfig = field(default_factory=PromptConfig)

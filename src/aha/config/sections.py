@@ -89,6 +89,11 @@ class PretrainConfig:
 
     documents: int = 160_000  # corpus size: problems with traces (plus fact lines, if facts_share > 0)
     facts_share: float = 0.0  # share of documents that are plain fact lines (products, comparisons)
+    # Share of documents that are general requests answered in a web-like quality mix (the
+    # `general_bilingual` task's corpus): the general text a real base brings from its pretraining.
+    # R1's later stages (non-reasoning SFT rows, a reward model on the base's body, all-scenario RL)
+    # assume a base that can read such requests; without them they are out-of-vocabulary bytes.
+    general_share: float = 0.0
     epochs: int = 1
     batch_size: int = 64
     lr: float = 2e-3
@@ -105,11 +110,21 @@ class PretrainConfig:
         for name in ("documents", "epochs", "batch_size", "vocab_size", "hidden", "layers", "heads", "kv_heads", "mlp"):
             checks.at_least(f"{key}.{name}", getattr(self, name), 1)
         checks.within(f"{key}.facts_share", self.facts_share, 0.0, 1.0)
+        checks.within(f"{key}.general_share", self.general_share, 0.0, 1.0)
+        if self.facts_share + self.general_share > 1.0:
+            raise ConfigError(f"{key}: facts_share ({self.facts_share}) + general_share ({self.general_share}) "
+                              "must be at most 1 (they are shares of the same documents)")
         checks.positive(f"{key}.lr", self.lr)
         checks.at_least(f"{key}.warmup_steps", self.warmup_steps, 0)
         if self.hidden % self.heads or self.heads % self.kv_heads:
             raise ConfigError(f"{key}: hidden ({self.hidden}) must be a multiple of heads ({self.heads}) and heads "
                               f"a multiple of kv_heads ({self.kv_heads})")
+
+
+# The bilingual miniature's base (recipes zero-bilingual and r1-tiny, `aha r1`, `aha rm`): the same
+# 80,000 division traces as its first version (half the default corpus, to keep the build short) plus
+# 20,000 general requests, without which R1's general stages would start from a base that cannot read them.
+BILINGUAL_PRETRAIN = PretrainConfig(documents=100_000, general_share=0.2)
 
 
 @dataclass(frozen=True)

@@ -12,20 +12,23 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from aha import __version__
 from aha.config import PretrainConfig, TaskConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Bump when the corpus or the tokenizer changes, so stale cached base models are not reused.
 EMBEDDED_FORMAT = 2  # 2: packed pretraining
+# Pretraining settings added after bases were shipped, with the default that builds what was built
+# before: at that default they are left out of a base's name, so the shipped bases stay found.
+ADDED_AT_DEFAULT = {"general_share": 0.0}
 
 
 def embedded_base_dir(pretrain: PretrainConfig, task: TaskConfig) -> Path:
     """Where the embedded base for these settings lives; the name hashes every setting that shapes it."""
-    key = json.dumps(
-        {"pretrain": dataclasses.asdict(pretrain), "task": dataclasses.asdict(task), "format": EMBEDDED_FORMAT},
-        sort_keys=True,
-    )
+    settings = dataclasses.asdict(pretrain)
+    for name in ADDED_AT_DEFAULT:  # a setting added later, left at its default, keeps older bases' names
+        if settings[name] == ADDED_AT_DEFAULT[name]:
+            del settings[name]
+    key = json.dumps({"pretrain": settings, "task": dataclasses.asdict(task), "format": EMBEDDED_FORMAT}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     home = Path(os.environ.get("AHA_HOME", Path.home() / ".cache" / "aha"))
     return home / "base" / f"{task.name}-{digest}"

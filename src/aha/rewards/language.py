@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Callable, Sequence
 
 from aha.algo.registry import Registry
+from aha.rewards.accuracy import is_general
 from aha.rewards.base import register_reward
 from aha.template import think_text
 
@@ -183,11 +184,16 @@ def language_mixing_rate(text: str, target: str = "en", detector: str = "script"
 
 @register_reward("language_consistency")
 def language_consistency_reward(
-    completions: Sequence[str], *, target_language: str | Sequence[str] = "en", detector: str = "script", **_
-) -> list[float]:
+    completions: Sequence[str], *, target_language: str | Sequence[str] = "en", detector: str = "script",
+    problems=None, **_
+) -> list[float | None]:
     """Share of target-language words in each chain of thought (`think_text`); a CoT with no
     words scores 0, so an empty thought cannot collect the bonus. `target_language` is one code
     for the batch or a per-completion column; `detector` names one of DETECTORS.
+
+    General prompts (`meta["kind"] == "general"`, in all-scenario RL) get None: they need no chain
+    of thought (R1 answers "hello" with none, §2.3.3) and are the reward model's to score (§2.3.4).
+    Scoring them would pay a one-word thought over the empty one a general answer should have.
 
     >>> language_consistency_reward(["<think>add then carry</think><answer>7</answer>",
     ...                              "<think>先加 then carry</think><answer>7</answer>"])
@@ -196,7 +202,9 @@ def language_consistency_reward(
     targets = [target_language] * len(completions) if isinstance(target_language, str) else list(target_language)
     if len(targets) != len(completions):
         raise ValueError(f"target_language has {len(targets)} entries for {len(completions)} completions")
-    return [float(language_share(think_text(c), t, detector) or 0.0) for c, t in zip(completions, targets)]
+    general = [False] * len(completions) if problems is None else [is_general(p) for p in problems]
+    return [None if skip else float(language_share(think_text(c), t, detector) or 0.0)
+            for c, t, skip in zip(completions, targets, general)]
 
 
 @register_reward("language_consistency_lingua")

@@ -24,13 +24,16 @@ from aha.tasks.base import Task
 from aha.template import build_prompt
 
 
-def build_corpus(task: Task, documents: int, seed: int, facts_share: float = 0.0) -> list[str]:
-    """Documents of two kinds: a problem in the R1-Zero template with a trace completion, and (a
-    `facts_share` of them) plain lines of the facts the traces use — the "general knowledge" a real
-    base model would bring from its own pretraining."""
+def build_corpus(task: Task, documents: int, seed: int, facts_share: float = 0.0,
+                 general_share: float = 0.0) -> list[str]:
+    """Documents of three kinds: a problem in the R1-Zero template with a trace completion; (a
+    `facts_share` of them) plain lines of the facts the traces use; and (a `general_share`) general
+    requests in the same template, answered with an empty or one-line thought in a quality mix (half
+    rubric-perfect, the rest flawed, as web text is). The last two are the "general knowledge" a
+    real base brings from its own pretraining."""
     rng = random.Random(seed)
-    n_facts = round(documents * facts_share)
-    problems = task.problems("train", documents - n_facts, seed)
+    n_facts, n_general = round(documents * facts_share), round(documents * general_share)
+    problems = task.problems("train", documents - n_facts - n_general, seed)
     corpus = []
     for problem in problems:
         completion = task.corpus_document(problem, rng)
@@ -39,6 +42,13 @@ def build_corpus(task: Task, documents: int, seed: int, facts_share: float = 0.0
         corpus.append(build_prompt(problem.question) + completion)
     facts = [task.corpus_facts(rng) for _ in range(n_facts)]
     corpus += [f for f in facts if f]
+    if n_general:  # drawn only when asked, so a corpus without them is the one it always was
+        from aha.tasks.general import GeneralBilingualTask
+
+        general = GeneralBilingualTask()
+        # The train split only: held-out general prompts (the RM's and the comparison's) stay unseen.
+        corpus += [build_prompt(p.question) + general.corpus_document(p, rng)
+                   for p in general.problems("train", n_general, seed)]
     rng.shuffle(corpus)
     return corpus
 
@@ -48,7 +58,7 @@ def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None, compa
     `on_step(step, total, loss)` reports progress; `compact_template` as in `train_tokenizer`. Returns the run's stats (also in pretrain.json)."""
     start = time.time()
     torch.manual_seed(cfg.seed)
-    corpus = build_corpus(task, cfg.documents, cfg.seed, cfg.facts_share)
+    corpus = build_corpus(task, cfg.documents, cfg.seed, cfg.facts_share, cfg.general_share)
     tokenizer = train_tokenizer(corpus[:20_000], cfg.vocab_size, compact_template)
     shape = TinyShape(hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, kv_heads=cfg.kv_heads, mlp=cfg.mlp)
     model = tiny_qwen2(tokenizer, shape, cfg.seed)
