@@ -16,7 +16,7 @@ from aha.observe.paper_plots import SPECIFIC, draw_finding
 from aha.observe.report import CSS
 
 _CSS = CSS + """
-th{background:#f4f4f4;text-align:left} td.num{text-align:right;white-space:nowrap}
+th,td{text-align:left} th{background:#f4f4f4} td.num{text-align:right;white-space:nowrap}
 .v{font-weight:bold;white-space:nowrap} .reproduced{color:#1a7f37} .partly{color:#9a6700}
 .not{color:#b42318} .undecided,.notrun{color:#666} .note{color:#666;font-size:.9em}
 .banner{background:#fff4d6;border:1px solid #e8c66a;padding:.6em 1em} ul.lines li{margin:.25em 0}
