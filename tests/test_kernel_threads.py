@@ -42,7 +42,7 @@ def test_spinning_waits_from_the_environment():
 def test_budget_follows_measured_load_and_restores_the_thread_count(monkeypatch):
     budget = threads.ThreadBudget()
     budget.spinning = True
-    budget.cpus = [0, 1]
+    budget.cpus, budget.limit = [0, 1], 2  # two usable CPUs whatever this process's affinity is
     clock = {"wall": 100.0, "own": 10.0, "busy": 50.0}
     monkeypatch.setattr(budget, "_reading", lambda: (clock["wall"], clock["own"], clock["busy"]))
     budget.clock = lambda: clock["wall"]
