@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,35 @@ def test_rm_study_breakdown_counts_every_pair_once_under_its_qualities(tmp_path,
     by_pair = {k: v for k, v in hits.items() if k != "all"}
     assert sum(map(len, by_pair.values())) == 40 and sum(map(sum, by_pair.values())) == sum(hits["all"])
     assert all(" > " in k and k.split(" > ")[0] != k.split(" > ")[1] for k in by_pair)
+
+
+def test_step_reliability_parses_verdicts_against_the_true_product():
+    bench = load("step_reliability")
+    # 8*86=688 > 645 (right), 7*86=602 <= 645 (right); then a wrong rejection in Chinese.
+    assert bench.check_steps(" <think>8*86=688>645 too high, wait, 7*86=602<=645 ok</think> <answer>7</answer>") == [
+        ("en", False), ("en", False)]
+    assert bench.check_steps("<think>7*86=602>645 太大, 等等, 6*86=516<=645 好</think>") == [("zh", True), ("zh", False)]
+    # A miscomputed product is judged against the truth: 9*76=684 <= 740 is right even if written 648.
+    assert bench.check_steps("<think>try 9*76=648<=740 ok</think>") == [("en", False)]
+    # Only the thought counts; a one-word thought has no steps.
+    assert bench.check_steps("<think>猜 9</think> <answer>8*86=688>645 ok</answer>") == []
+    assert bench.trace_kind("<think>猜 9</think>", "zh") == "nocheck"
+    assert bench.trace_kind("<think>8*86=688>645 too high, wait, 7*86=602<=645 好</think>", "en") == "check-mixed"
+    assert bench.trace_kind("<think>8*86=688>645 too high, wait, 7*86=602<=645 ok</think>", "en") == "check-pure"
+
+
+def test_step_reliability_tally_and_gap_interval_reference():
+    bench = load("step_reliability")
+    rows = [{"completion": "<think>7*86=602>645 too high, wait, 6*86=516<=645 ok</think>", "language": "en", "correct": False},
+            {"completion": "<think>8*86=688>645 too high, wait, 7*86=602<=645 ok</think>", "language": "en", "correct": True},
+            {"completion": "<think>8*86=688>645 太大, 等等, 7*86=602<=645 好</think>", "language": "zh", "correct": True},
+            {"completion": "<think>猜 7</think>", "language": "zh", "correct": True}]
+    t = bench.tally(rows)
+    assert (t["steps"]["en"], t["wrong"]["en"], t["steps"]["zh"], t["wrong"]["zh"]) == (4, 1, 2, 0)
+    assert t["traces"][("en", "check-pure")] == 2 and t["right"][("en", "check-pure")] == 1
+    assert t["traces"][("zh", "nocheck")] == 1 and t["per_record"] == [(2, 1, 0, 0), (2, 0, 0, 0), (0, 0, 2, 0)]
+    low, high = bench.gap_interval(t["per_record"], draws=500)
+    assert -1.0 <= low <= 0.25 <= high <= 1.0  # the point gap (1/4 − 0/2) lies inside its interval
+    assert all(math.isnan(x) for x in bench.gap_interval([]))  # no check step: no interval
+    text = bench.table({"x": t})
+    assert "| x | 4 / 2 | 25.0% | 0.0% | +25.0 [" in text and "100.0% (n=1)" in text

@@ -11,7 +11,9 @@ bilingual prototype in the design notes). A wrong step is a comparison with the 
 ends in a wrong answer. So on prompts of the noisier language, samples that switch into the reliable
 one should be right more often, and GRPO should amplify them; the language-consistency reward pays
 against it. Measured (BENCHMARKS.md, "Language mixing in miniature"): RL mostly drops the checks,
-and where mixing rises its words drift both ways, not toward the reliable language.
+and where mixing rises its words drift both ways, not toward the reliable language. The cause is
+upstream of RL (`bench/step_reliability.py`): the shipped base pools the two rates into one noisy
+comparison (31-33 % wrong verdicts in either language), so the policy has no reliable language.
 """
 
 from __future__ import annotations
