@@ -24,7 +24,6 @@ from pathlib import Path
 # One check step as the bilingual traces write it: product, verdict, then the step's language word.
 STEP = re.compile(r"(\d{1,2})\*(\d{1,3})=(\d{1,4})(>|<=)(\d{1,4}) (too high, wait,|ok|太大, 等等,|好)")
 STEP_LANGUAGE = {"too high, wait,": "en", "ok": "en", "太大, 等等,": "zh", "好": "zh"}
-REJECTIONS = ("too high, wait,", "太大, 等等,")
 
 
 def check_steps(completion: str) -> list[tuple[str, bool]]:
@@ -37,11 +36,12 @@ def check_steps(completion: str) -> list[tuple[str, bool]]:
 
 
 def trace_kind(completion: str, prompt_language: str) -> str:
-    """'nocheck', or a check ('check-pure': every step in the prompt's language, else 'check-mixed')."""
-    steps = check_steps(completion)
-    if len(steps) < 2 and not any(word in completion for word in REJECTIONS):
+    """'nocheck' (no step with a verdict), or a check: 'check-pure' when every step is in the
+    prompt's language, else 'check-mixed'. A lone confirmed guess (`9*76=684<=740 ok`) is a check."""
+    languages = {lang for lang, _ in check_steps(completion)}
+    if not languages:
         return "nocheck"
-    return "check-mixed" if {lang for lang, _ in steps} - {prompt_language} else "check-pure"
+    return "check-mixed" if languages - {prompt_language} else "check-pure"
 
 
 def tally(records) -> dict:

@@ -75,6 +75,7 @@ def test_step_reliability_parses_verdicts_against_the_true_product():
     # Only the thought counts; a one-word thought has no steps.
     assert bench.check_steps("<think>猜 9</think> <answer>8*86=688>645 ok</answer>") == []
     assert bench.trace_kind("<think>猜 9</think>", "zh") == "nocheck"
+    assert bench.trace_kind("<think>试 9*76=684<=740 好</think>", "zh") == "check-pure"  # a lone confirmed guess
     assert bench.trace_kind("<think>8*86=688>645 too high, wait, 7*86=602<=645 好</think>", "en") == "check-mixed"
     assert bench.trace_kind("<think>8*86=688>645 too high, wait, 7*86=602<=645 ok</think>", "en") == "check-pure"
 
