@@ -84,15 +84,16 @@ def gap_interval(per_record: list[tuple[int, int, int, int]], draws: int = 2000,
 
 
 def corpus_records(n: int, seed: int = 0) -> list[dict]:
-    """The task's own pretraining traces for n train problems, scored like samples."""
+    """The task's own pretraining traces for n train problems, scored like samples (the task's verifier)."""
     from aha.tasks import get_task
+    from aha.template import parse_response
 
     task, rng = get_task("division_bilingual"), random.Random(seed)
     rows = []
     for problem in task.problems("train", n, seed):
         doc = task.corpus_document(problem, rng)
-        answer = doc.split("<answer>")[1].split("</answer>")[0]
-        rows.append({"completion": doc, "language": problem.meta["language"], "correct": answer == problem.answer})
+        score, _ = task.verify(parse_response(doc).answer, problem)
+        rows.append({"completion": doc, "language": problem.meta["language"], "correct": score == 1.0})
     return rows
 
 

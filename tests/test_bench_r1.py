@@ -95,3 +95,16 @@ def test_step_reliability_tally_and_gap_interval_reference():
     assert all(math.isnan(x) for x in bench.gap_interval([]))  # no check step: no interval
     text = bench.table({"x": t})
     assert "| x | 4 / 2 | 25.0% | 0.0% | +25.0 [" in text and "100.0% (n=1)" in text
+
+
+def test_step_reliability_scores_the_corpus_with_the_task_verifier():
+    bench = load("step_reliability")
+    rows = bench.corpus_records(200)
+    assert rows == bench.corpus_records(200) and {r["language"] for r in rows} == {"en", "zh"}
+    from aha.tasks import get_task
+
+    problems = get_task("division_bilingual").problems("train", 200, 0)
+    for row, p in zip(rows, problems, strict=True):  # the same problems, in order, as the bench drew them
+        written = row["completion"].split("<answer>")[1].split("</answer>")[0]
+        assert row["correct"] == (int(written) == p.meta["a"] // p.meta["b"])
+    assert 0 < sum(r["correct"] for r in rows) < len(rows)  # the corpus's guesses and wrong verdicts miss some
