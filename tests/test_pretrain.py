@@ -84,3 +84,85 @@ def test_the_bilingual_recipes_and_stages_share_the_shipped_base_that_has_read_g
     bases = {shipped_base_dir(c.pretrain, c.task) for c in (zero, r1, R1Config(), RMConfig())}
     assert len(bases) == 1 and None not in bases  # one miniature: every R1 figure is on this base
     assert zero.pretrain.general_share > 0
+
+
+def test_every_shipped_base_records_the_corpus_the_current_code_writes():
+    """A shipped base's name hashes its settings only; an edit of a task's traces keeps the name. The
+    fingerprint in its pretrain.json is what tells such a base apart: this fails until it is rebuilt."""
+    from pathlib import Path
+
+    import aha
+    from aha.config import PretrainConfig, TaskConfig
+    from aha.config.sections import BILINGUAL_PRETRAIN
+    from aha.models.loading import shipped_base_dir
+    from aha.stages.pretrain import built_from, corpus_fingerprint
+    from aha.tasks import get_task
+
+    shipped = [(PretrainConfig(), TaskConfig()), (BILINGUAL_PRETRAIN, TaskConfig(name="division_bilingual"))]
+    found = set()
+    for pretrain_cfg, task_cfg in shipped:
+        base = shipped_base_dir(pretrain_cfg, task_cfg)
+        assert base is not None
+        assert built_from(base) == corpus_fingerprint(get_task(task_cfg.name), pretrain_cfg), base.name
+        found.add(base.name)
+    embedded = Path(aha.__file__).parent / "models" / "embedded"
+    assert found == {d.name for d in embedded.iterdir() if d.is_dir()}  # a new shipped base belongs here
+
+
+def test_a_cached_base_from_an_older_corpus_is_rebuilt_and_one_from_before_fingerprints_is_kept(tmp_path,
+                                                                                               monkeypatch):
+    import json
+
+    from aha.config import TaskConfig
+    from aha.events import Events, Recorder
+    from aha.stages.pretrain import built_from, ensure_base_model
+    from conftest import TINY
+
+    monkeypatch.setenv("AHA_HOME", str(tmp_path))
+    torch.set_num_threads(1)
+    task = TaskConfig(name="division")
+    base = ensure_base_model(TINY, task)
+    fingerprint, weights = built_from(base), (base / "model.safetensors").read_bytes()
+    stats = json.loads((base / "pretrain.json").read_text())
+
+    (base / "pretrain.json").write_text(json.dumps(stats | {"corpus_fingerprint": "from-older-code"}))
+    recorder = Recorder()
+    assert ensure_base_model(TINY, task, Events([recorder])) == base
+    assert recorder.of("warning") and "another corpus" in recorder.of("warning")[0].data["message"]
+    assert built_from(base) == fingerprint  # rebuilt from its seed: the same model again
+    assert (base / "model.safetensors").read_bytes() == weights
+
+    del stats["corpus_fingerprint"]  # a base cached before fingerprints: trusted, as it always was
+    (base / "pretrain.json").write_text(json.dumps(stats))
+    recorder = Recorder()
+    assert ensure_base_model(TINY, task, Events([recorder])) == base
+    assert not recorder.of("warning") and built_from(base) is None
+
+
+def test_a_shipped_base_from_another_corpus_is_passed_over_for_a_build(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import aha.models.loading as loading
+    from aha.config import TaskConfig
+    from aha.events import Events, Recorder
+    from aha.stages.pretrain import built_from, corpus_fingerprint, ensure_base_model
+    from aha.tasks import get_task
+    from conftest import TINY
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("AHA_HOME", str(tmp_path / "home"))
+    task = TaskConfig(name="division")
+    shipped = tmp_path / "shipped"
+    shutil.copytree(ensure_base_model(TINY, task), shipped)
+    shutil.rmtree(tmp_path / "home")  # no cache: the lookup goes on to the shipped copy
+    stats = json.loads((shipped / "pretrain.json").read_text())
+    monkeypatch.setattr(loading, "shipped_base_dir", lambda *_: shipped)
+
+    assert ensure_base_model(TINY, task) == shipped  # its corpus is the current one: used as it is
+    (shipped / "pretrain.json").write_text(json.dumps(stats | {"corpus_fingerprint": "from-older-code"}))
+    recorder = Recorder()
+    built = ensure_base_model(TINY, task, Events([recorder]))
+    assert built != shipped and built.parent == tmp_path / "home" / "base"
+    assert "another corpus" in recorder.of("warning")[0].data["message"]
+    assert built_from(built) == corpus_fingerprint(get_task("division"), TINY)

@@ -8,6 +8,7 @@ pays). See `aha.tasks.division` for why its first guess cannot be trained away.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -51,6 +52,26 @@ def build_corpus(task: Task, documents: int, seed: int, facts_share: float = 0.0
                    for p in general.problems("train", n_general, seed)]
     rng.shuffle(corpus)
     return corpus
+
+
+# The probe corpus behind a base's fingerprint: big enough that a changed trace style or problem mix
+# shows in it, small enough to draw in milliseconds each time a base is looked up.
+FINGERPRINT_DOCUMENTS = 256
+
+
+def corpus_fingerprint(task: Task, cfg: PretrainConfig) -> str:
+    """A hash of a small corpus drawn by the same code and seed as the base's. A base's name hashes
+    its *settings*, which stay the same when a task's `corpus_document` (or its problems) is edited;
+    this changes with what the code writes, so a base built from an older corpus is not reused."""
+    probe = build_corpus(task, FINGERPRINT_DOCUMENTS, cfg.seed, cfg.facts_share, cfg.general_share)
+    return hashlib.sha256("\x00".join(probe).encode()).hexdigest()[:16]
+
+
+def built_from(model_dir: Path) -> str | None:
+    """The corpus fingerprint a base records in its pretrain.json; None for a base built before
+    fingerprints were recorded (or one that is not an embedded base)."""
+    stats = model_dir / "pretrain.json"
+    return json.loads(stats.read_text()).get("corpus_fingerprint") if stats.exists() else None
 
 
 def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None, compact_template: bool = True) -> dict:
@@ -102,6 +123,7 @@ def pretrain(cfg: PretrainConfig, task: Task, out_dir: Path, on_step=None, compa
     stats = {
         "documents": len(docs), "steps": step, "tokens_trained": tokens_trained, "parameters": n_params,
         "flops": 6 * n_params * tokens_trained, "wall_seconds": time.time() - start,
+        "corpus_fingerprint": corpus_fingerprint(task, cfg),
     }
     (out_dir / "pretrain.json").write_text(json.dumps(stats, indent=2))
     return stats
@@ -163,18 +185,26 @@ def ensure_base_model(pretrain_cfg: PretrainConfig, task_cfg, events=None, rebui
 
     events = (events or Events()).for_stage("pretrain")
     task_cfg = embedded_base_task(task_cfg)  # a mixture has no corpus of its own: its base part's base
+    task = get_task(task_cfg.name, **task_cfg.options)
     target = embedded_base_dir(pretrain_cfg, task_cfg)
+    fingerprint = corpus_fingerprint(task, pretrain_cfg)
     if not rebuild and is_complete_model_dir(target):
-        events.info(f"base model: cached at {target}")
-        return target
+        if built_from(target) in (fingerprint, None):  # None: cached before fingerprints; trusted as before
+            events.info(f"base model: cached at {target}")
+            return target
+        events.warning(f"base model at {target} was built from another corpus than this aha's task "
+                       f"{task_cfg.name!r} writes (its code changed since); rebuilding it")
     shipped = shipped_base_dir(pretrain_cfg, task_cfg)
     if not rebuild and shipped is not None:
-        events.info(f"base model: shipped with aha ({shipped.name}); `aha pretrain --rebuild` rebuilds it")
-        return shipped
+        if built_from(shipped) == fingerprint:
+            events.info(f"base model: shipped with aha ({shipped.name}); `aha pretrain --rebuild` rebuilds it")
+            return shipped
+        events.warning(f"the base shipped with aha ({shipped.name}) was built from another corpus than this "
+                       f"aha's task {task_cfg.name!r} writes; building one from the current corpus instead")
     events.info(f"building the embedded base model (once; cached at {target})")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     events.phase("pretrain")
-    stats = pretrain(pretrain_cfg, get_task(task_cfg.name, **task_cfg.options), tmp,
+    stats = pretrain(pretrain_cfg, task, tmp,
                      on_step=lambda s, total, loss: events.advance(s, total, f"loss {loss:.3f}"))
     if target.exists():
         shutil.rmtree(target)

@@ -5,15 +5,15 @@ so verification is the division task's. The traces the base is pretrained on car
 language in their words (`guess` / `猜`, `too high, wait` / `太大, 等等`, `ok` / `好`), and a share of
 them switch language at a step boundary — the raw material of mixing, as in a web-scale corpus.
 
-Why accuracy-only RL was meant to drift (R1 §2.3.2): a check step written in one language is wrong
-more often than one written in the other (`step_error`, 25 % vs 3 % by default, the numbers of the
-bilingual prototype in the design notes). A wrong step is a comparison with the wrong verdict, which
-ends in a wrong answer. So on prompts of the noisier language, samples that switch into the reliable
-one should be right more often, and GRPO should amplify them; the language-consistency reward pays
-against it. Measured (BENCHMARKS.md, "Language mixing in miniature"): RL mostly drops the checks,
-and where mixing rises its words drift both ways, not toward the reliable language. The cause is
-upstream of RL (`bench/step_reliability.py`): the shipped base pools the two rates into one noisy
-comparison (31-33 % wrong verdicts in either language), so the policy has no reliable language.
+Why accuracy-only RL drifts (R1 §2.3.2): a check step written in one language is wrong more often
+than one written in the other (`step_error`, 25 % vs 3 % by default, the numbers of the bilingual
+prototype in the design notes). A wrong step is a comparison with the wrong verdict, which ends in a
+wrong answer. So on prompts of the noisier language, samples that switch into the reliable one are
+right more often, GRPO amplifies them, and the language-consistency reward pays against it. That
+needs a base that learned the difference: on 80k traces it did not (its verdicts were as often wrong
+in either language, `bench/step_reliability.py`) and RL drifted both ways; the shipped base, on 640k
+traces, did, and under accuracy-only RL its English-prompt samples drift into Chinese
+(BENCHMARKS.md, "Language mixing in miniature").
 """
 
 from __future__ import annotations
