@@ -18,8 +18,8 @@ from aha.config import ConfigError, load_config
 from aha.config.r1 import R1Config
 
 # A pipeline in seconds: every stage runs, on tiny budgets. The cold start takes 3 passes over its 48
-# traces: one pass left the shipped base's reflection rate where it was (seed 0), so the check below
-# that it rises would have tested nothing; 3 raise it on seeds 0-2 (0.08 -> 0.29, 0.04 -> 0.17, 0 -> 0.25).
+# traces: one pass did not move the shipped base's reflection rate on seed 0 (0.08 -> 0.08, and the
+# check below that it rises failed); 3 raise it on seeds 0-2 (0.08 -> 0.29, 0.04 -> 0.17, 0 -> 0.25).
 TINY = ["run.threads=1", "run.progress=false", "zero_baseline=false", "cold_start.traces=48",
         "cold_start.sft.epochs=3", "reasoning_rl.grpo.steps=3", "reasoning_rl.grpo.prompts_per_step=4",
         "reasoning_rl.grpo.group_size=4", "rejection.sample.problems=24", "rejection.sample.k=2",

@@ -199,8 +199,9 @@ def ensure_base_model(pretrain_cfg: PretrainConfig, task_cfg, events=None, rebui
         if built_from(shipped) == fingerprint:
             events.info(f"base model: shipped with aha ({shipped.name}); `aha pretrain --rebuild` rebuilds it")
             return shipped
-        events.warning(f"the base shipped with aha ({shipped.name}) was built from another corpus than this "
-                       f"aha's task {task_cfg.name!r} writes; building one from the current corpus instead")
+        why = ("records no corpus fingerprint" if built_from(shipped) is None
+               else f"was built from another corpus than this aha's task {task_cfg.name!r} writes")
+        events.warning(f"the base shipped with aha ({shipped.name}) {why}; building one from the current corpus instead")
     events.info(f"building the embedded base model (once; cached at {target})")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     events.phase("pretrain")
