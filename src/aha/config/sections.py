@@ -121,11 +121,9 @@ class PretrainConfig:
                               f"a multiple of kv_heads ({self.kv_heads})")
 
 
-# The bilingual miniature's base (recipes zero-bilingual and r1-tiny, `aha r1`, `aha rm`): 640,000
-# division traces plus 160,000 general requests (without which R1's general stages would start from a
-# base that cannot read them). 640k traces, not the 80k of its first versions: below that the base never
-# learns that its Chinese checks are more reliable than its English ones (bench/step_reliability.py:
-# gap +1.5 points at 80k, +13.7 at 640k, corpus +21.4), so accuracy-only RL had no reason to drift.
+# The bilingual miniature's base (zero-bilingual, r1-tiny, `aha r1`, `aha rm`): 640k division traces, so
+# that it learns its Chinese checks are more reliable than its English ones (bench/step_reliability.py:
+# +1.5 points at 80k, +13.7 at 640k), + 160k general requests, so R1's general stages can read theirs.
 BILINGUAL_PRETRAIN = PretrainConfig(documents=800_000, general_share=0.2)
 
 
