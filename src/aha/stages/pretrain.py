@@ -196,10 +196,11 @@ def ensure_base_model(pretrain_cfg: PretrainConfig, task_cfg, events=None, rebui
                        f"{task_cfg.name!r} writes (its code changed since); rebuilding it")
     shipped = shipped_base_dir(pretrain_cfg, task_cfg)
     if not rebuild and shipped is not None:
-        if built_from(shipped) == fingerprint:
+        recorded = built_from(shipped)
+        if recorded == fingerprint:
             events.info(f"base model: shipped with aha ({shipped.name}); `aha pretrain --rebuild` rebuilds it")
             return shipped
-        why = ("records no corpus fingerprint" if built_from(shipped) is None
+        why = ("records no corpus fingerprint" if recorded is None
                else f"was built from another corpus than this aha's task {task_cfg.name!r} writes")
         events.warning(f"the base shipped with aha ({shipped.name}) {why}; building one from the current corpus instead")
     events.info(f"building the embedded base model (once; cached at {target})")
